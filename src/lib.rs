@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of modules and their invariants.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod io;

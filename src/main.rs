@@ -1,1 +1,423 @@
-fn main() {}
+//! The `loghouse` command: run a node, produce, consume, inspect, benchmark.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+
+use loghouse::client::{Client, Start};
+use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
+use loghouse::io::{StdDisk, SystemClock};
+use loghouse::server::Node;
+
+#[derive(Parser)]
+#[command(name = "loghouse", version, about = "A distributed commit log")]
+struct Cli {
+    /// Log filter (e.g. `info`, `loghouse=debug`); RUST_LOG works too.
+    #[arg(long, env = "LOGHOUSE_LOG", default_value = "info", global = true)]
+    log: String,
+    /// `text` or `json` logs on stderr.
+    #[arg(
+        long,
+        env = "LOGHOUSE_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Append records: the VALUES given, or one record per line of standard input.
+    Produce(ProduceArgs),
+    /// Print records, one value per line.
+    Consume(ConsumeArgs),
+    /// Show the log's offsets and size.
+    Info(AddrArgs),
+    /// Benchmarks (they print tables).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A TOML file with any of the settings below (flags and LOGHOUSE_* variables win).
+    #[arg(long, env = "LOGHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./loghouse-data]
+    #[arg(long, env = "LOGHOUSE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:7400]
+    #[arg(long, env = "LOGHOUSE_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[arg(long, env = "LOGHOUSE_NODE_ID")]
+    node_id: Option<String>,
+    /// `always` (fsync before every acknowledgement; default), `interval:MS`, or `never`.
+    #[arg(long, env = "LOGHOUSE_SYNC")]
+    sync: Option<String>,
+    #[arg(long, env = "LOGHOUSE_SEGMENT_BYTES_MAX")]
+    segment_bytes_max: Option<u64>,
+    #[arg(long, env = "LOGHOUSE_RECORD_BYTES_MAX")]
+    record_bytes_max: Option<u32>,
+    #[arg(long, env = "LOGHOUSE_RETENTION_BYTES_MAX")]
+    retention_bytes_max: Option<u64>,
+    #[arg(long, env = "LOGHOUSE_RETENTION_MS_MAX")]
+    retention_ms_max: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct AddrArgs {
+    /// Server address.
+    #[arg(long, env = "LOGHOUSE_ADDR", default_value = LISTEN_DEFAULT)]
+    addr: String,
+}
+
+#[derive(clap::Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    addr: AddrArgs,
+    /// Records per ProduceBatch request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    values: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    addr: AddrArgs,
+    /// First offset to print.
+    #[arg(long, default_value_t = 0, conflicts_with = "from_time")]
+    from: u64,
+    /// Start at the first record appended at or after TIME: ms since the epoch, or `-30s`,
+    /// `-5m`, `-2h`, `-1d` (that long ago).
+    #[arg(long)]
+    from_time: Option<String>,
+    /// Keep waiting for new records.
+    #[arg(long)]
+    follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Print `offset<TAB>value` instead of the value alone.
+    #[arg(long)]
+    offsets: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Produce and consume load over gRPC (an in-process node unless --addr).
+    Grpc(loghouse::bench::grpc::GrpcBenchOptions),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, &cli.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Produce(args) => produce(args).await,
+            Command::Consume(args) => consume(args).await,
+            Command::Info(args) => info(args).await,
+            Command::Bench(BenchCommand::Grpc(options)) => {
+                loghouse::bench::grpc::run(options).await
+            }
+        }
+    })
+}
+
+fn init_tracing(filter: &str, format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .with_context(|| format!("invalid log filter {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("invalid --log-format {other:?}: expected text or json"),
+    }
+    Ok(())
+}
+
+fn node_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_toml_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = args.sync {
+        config.sync = v;
+    }
+    if let Some(v) = args.segment_bytes_max {
+        config.segment_bytes_max = v;
+    }
+    if let Some(v) = args.record_bytes_max {
+        config.record_bytes_max = v;
+    }
+    config.retention_bytes_max = args.retention_bytes_max.or(config.retention_bytes_max);
+    config.retention_ms_max = args.retention_ms_max.or(config.retention_ms_max);
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = node_config(args)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?.to_string();
+    let data_dir = config.data_dir.clone();
+    let node = Node::open(
+        config,
+        Arc::new(StdDisk),
+        Arc::new(SystemClock),
+        addr.clone(),
+    )?;
+    let info = node.log().info();
+    tracing::info!(
+        %addr,
+        data_dir = %data_dir.display(),
+        lowest_offset = info.lowest_offset,
+        next_offset = info.next_offset,
+        sync = %node.log().config().sync,
+        "loghouse node ready"
+    );
+    loghouse::server::serve(node, listener, shutdown_signal()).await?;
+    tracing::info!("loghouse node stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let client = Client::connect(&args.addr.addr).await?;
+    let batch_max = args.batch.max(1);
+    let mut progress = Progress::new();
+    if !args.values.is_empty() {
+        let values = args.values.into_iter().map(Bytes::from).collect::<Vec<_>>();
+        for chunk in values.chunks(batch_max) {
+            let first = client.produce_batch(chunk.to_vec()).await?;
+            progress.add(chunk.len() as u64, first);
+        }
+    } else {
+        let stdin = std::io::stdin().lock();
+        let mut batch = Vec::with_capacity(batch_max);
+        for line in stdin.lines() {
+            batch.push(Bytes::from(line.context("reading standard input")?));
+            if batch.len() == batch_max {
+                let first = client.produce_batch(std::mem::take(&mut batch)).await?;
+                progress.add(batch_max as u64, first);
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            let first = client.produce_batch(batch).await?;
+            progress.add(n, first);
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Counts produced records; shows a live line on a terminal for large inputs.
+struct Progress {
+    records: u64,
+    first_offset: Option<u64>,
+    last_offset: u64,
+    started: Instant,
+    shown: Instant,
+    live: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let now = Instant::now();
+        Progress {
+            records: 0,
+            first_offset: None,
+            last_offset: 0,
+            started: now,
+            shown: now,
+            live: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn add(&mut self, records: u64, first_offset: u64) {
+        self.records += records;
+        self.first_offset.get_or_insert(first_offset);
+        self.last_offset = first_offset + records - 1;
+        if self.live && self.shown.elapsed() > Duration::from_millis(250) {
+            self.shown = Instant::now();
+            let rate = self.records as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\rproduced {} records ({rate:.0}/s)", self.records);
+        }
+    }
+
+    fn finish(&self) {
+        if self.live && self.started.elapsed() > Duration::from_millis(250) {
+            eprintln!();
+        }
+        match self.first_offset {
+            Some(first) => eprintln!(
+                "produced {} records at offsets {first}..={}",
+                self.records, self.last_offset
+            ),
+            None => eprintln!("nothing to produce"),
+        }
+    }
+}
+
+async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let client = Client::connect(&args.addr.addr).await?;
+    let start = match &args.from_time {
+        Some(text) => Start::TimestampMs(parse_time_ms(text, now_ms())?),
+        None => Start::Offset(args.from),
+    };
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let mut printed = 0;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.follow {
+        let mut stream = client.follow(start).await?;
+        while let Some(batch) = stream.next().await {
+            for record in batch? {
+                print_record(&mut out, &record, args.offsets)?;
+                printed += 1;
+                if printed >= limit {
+                    return Ok(out.flush()?);
+                }
+            }
+            out.flush()?;
+        }
+        return Ok(out.flush()?);
+    }
+    let mut offset = match start {
+        Start::Offset(offset) => offset,
+        Start::TimestampMs(t) => client.offset_for_time(t).await?,
+    };
+    while printed < limit {
+        let response = client.consume_batch(offset, 0).await?;
+        if response.records.is_empty() {
+            break;
+        }
+        for record in &response.records {
+            print_record(&mut out, record, args.offsets)?;
+            printed += 1;
+            if printed >= limit {
+                break;
+            }
+        }
+        offset = response.next_offset;
+    }
+    Ok(out.flush()?)
+}
+
+fn print_record(
+    out: &mut impl Write,
+    record: &loghouse::client::Record,
+    offsets: bool,
+) -> std::io::Result<()> {
+    if offsets {
+        write!(out, "{}\t", record.offset)?;
+    }
+    out.write_all(&record.value)?;
+    out.write_all(b"\n")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `1700000000000` (ms since the epoch) or `-90s`, `-5m`, `-2h`, `-1d` (before `now_ms`).
+fn parse_time_ms(text: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        if ms >= 0 {
+            return Ok(ms);
+        }
+    }
+    let bad = || {
+        anyhow::anyhow!("invalid time {text:?}: expected ms since the epoch or -Ns, -Nm, -Nh, -Nd")
+    };
+    let ago = text.strip_prefix('-').ok_or_else(bad)?;
+    let (number, unit_ms) = match ago.char_indices().last().ok_or_else(bad)? {
+        (i, 's') => (&ago[..i], 1_000),
+        (i, 'm') => (&ago[..i], 60_000),
+        (i, 'h') => (&ago[..i], 3_600_000),
+        (i, 'd') => (&ago[..i], 86_400_000),
+        _ => return Err(bad()),
+    };
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    Ok(now_ms.saturating_sub(number.saturating_mul(unit_ms)))
+}
+
+async fn info(args: AddrArgs) -> anyhow::Result<()> {
+    let info = Client::connect(&args.addr).await?.info().await?;
+    println!("lowest offset   {}", info.lowest_offset);
+    println!("next offset     {}", info.next_offset);
+    println!(
+        "records         {}",
+        info.next_offset.saturating_sub(info.lowest_offset)
+    );
+    println!("size            {} bytes", info.size_bytes);
+    println!("segments        {}", info.segment_count);
+    println!("sync policy     {}", info.sync_policy);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time_ms;
+
+    #[test]
+    fn times_parse_as_epoch_ms_or_relative() {
+        assert_eq!(
+            parse_time_ms("1700000000000", 0).unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(parse_time_ms("-90s", 100_000).unwrap(), 10_000);
+        assert_eq!(parse_time_ms("-2m", 200_000).unwrap(), 80_000);
+        assert_eq!(parse_time_ms("-1h", 3_600_000).unwrap(), 0);
+        assert!(parse_time_ms("yesterday", 0).is_err());
+        assert!(parse_time_ms("-5x", 0).is_err());
+        assert!(parse_time_ms("-", 0).is_err());
+    }
+}

@@ -31,3 +31,27 @@ impl CommitterHandle {
         todo!()
     }
 }
+
+/// An append queued for the writer; resolves once it is acknowledged per the sync policy.
+pub struct PendingAppend(pub(crate) tokio::sync::oneshot::Receiver<Result<Range<u64>, LogError>>);
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<Range<u64>, LogError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(LogError::Closed)))
+    }
+}
+
+#[allow(unused_variables)]
+impl CommitterHandle {
+    /// Queues `records` (waiting for queue space) and returns their pending acknowledgement.
+    /// Appends submitted one after another get increasing offsets.
+    pub async fn submit(&self, records: Vec<NewRecord>) -> Result<PendingAppend, LogError> {
+        todo!()
+    }
+}

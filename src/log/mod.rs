@@ -20,7 +20,7 @@ mod log;
 pub mod record;
 mod segment;
 
-pub use commit::{Committer, CommitterHandle};
+pub use commit::{Committer, CommitterHandle, PendingAppend};
 pub use config::{LogConfig, SyncPolicy};
 pub use error::LogError;
 pub use log::{Log, LogInfo};

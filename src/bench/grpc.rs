@@ -1,0 +1,307 @@
+//! `loghouse bench grpc`: produce and consume load over gRPC, with throughput and latency
+//! percentiles. It measures; it asserts nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::Client;
+use crate::proto;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcBenchOptions {
+    /// Server address; without it the bench starts a node in-process on a temporary directory.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// PID of the server process, to report its peak RSS (VmHWM).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Sync policy of the in-process node.
+    #[arg(long, default_value = "always")]
+    pub sync: String,
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Concurrent producer streams (and consumer streams).
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Records produced in total (split over the streams).
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Records per ProduceBatch request (`--mode batch`).
+    #[arg(long, default_value_t = 100)]
+    pub batch_records: usize,
+    /// Requests in flight per stream.
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
+    /// `stream` (ProduceStream, one record a message), `batch` (ProduceBatch), or `unary` (Produce).
+    #[arg(long, default_value = "stream")]
+    pub mode: String,
+    /// Give up after this many seconds per phase.
+    #[arg(long, default_value_t = 60)]
+    pub seconds_max: u64,
+}
+
+struct Phase {
+    name: &'static str,
+    records: u64,
+    elapsed: Duration,
+    latency_us: Option<Histogram<u64>>,
+}
+
+pub async fn run(options: GrpcBenchOptions) -> anyhow::Result<()> {
+    let (addr, _embedded) = match &options.addr {
+        Some(addr) => (addr.clone(), None),
+        None => {
+            let embedded = super::embedded::EmbeddedNode::start(&options.sync).await?;
+            (embedded.addr.clone(), Some(embedded))
+        }
+    };
+    let client = Client::connect(&addr).await?;
+    let start_offset = client.info().await?.next_offset;
+    let produce = produce_phase(&client, &options).await?;
+    let consume = consume_phase(&client, &options, start_offset, produce.records).await?;
+    print_table(&options, &[produce, consume]);
+    if let Some(pid) = options.server_pid {
+        println!(
+            "server peak RSS (VmHWM of pid {pid}): {}",
+            super::peak_rss_of(pid).unwrap_or_else(|| "n/a".into())
+        );
+    } else if options.addr.is_none() {
+        println!(
+            "process peak RSS (server and client together): {}",
+            super::peak_rss_of_self().unwrap_or_else(|| "n/a".into())
+        );
+    }
+    Ok(())
+}
+
+async fn produce_phase(client: &Client, options: &GrpcBenchOptions) -> anyhow::Result<Phase> {
+    let per_stream = options.records / options.streams.max(1) as u64;
+    let deadline = Instant::now() + Duration::from_secs(options.seconds_max);
+    let value = Bytes::from(vec![b'x'; options.record_bytes]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..options.streams.max(1) {
+        let (client, value, options) = (client.clone(), value.clone(), options.clone());
+        tasks.push(tokio::spawn(async move {
+            match options.mode.as_str() {
+                "stream" => {
+                    produce_stream(&client, value, per_stream, options.in_flight, deadline).await
+                }
+                "batch" => produce_batches(&client, value, per_stream, &options, deadline).await,
+                "unary" => {
+                    produce_unary(&client, value, per_stream, options.in_flight, deadline).await
+                }
+                other => anyhow::bail!("unknown --mode {other:?}: expected stream, batch or unary"),
+            }
+        }));
+    }
+    let mut latency = new_histogram();
+    let mut records = 0;
+    for task in tasks {
+        let (n, histogram) = task.await??;
+        records += n;
+        latency.add(histogram).context("merging histograms")?;
+    }
+    Ok(Phase {
+        name: "produce",
+        records,
+        elapsed: started.elapsed(),
+        latency_us: Some(latency),
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One ProduceStream; `in_flight` records outstanding; latency is send-to-ack per record.
+async fn produce_stream(
+    client: &Client,
+    value: Bytes,
+    count: u64,
+    in_flight: usize,
+    deadline: Instant,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let (tx, rx) = mpsc::channel(in_flight.max(1));
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Instant>(in_flight.max(1));
+    let mut responses = client
+        .raw()
+        .produce_stream(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let sender = tokio::spawn(async move {
+        for _ in 0..count {
+            if Instant::now() > deadline || sent_tx.send(Instant::now()).await.is_err() {
+                break;
+            }
+            let record = Some(proto::Record {
+                value: value.clone(),
+                ..Default::default()
+            });
+            if tx.send(proto::ProduceRequest { record }).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut histogram = new_histogram();
+    let mut acked = 0;
+    while let Some(sent_at) = sent_rx.recv().await {
+        match responses.next().await {
+            Some(response) => {
+                response?;
+                record_latency(&mut histogram, sent_at);
+                acked += 1;
+            }
+            None => break,
+        }
+    }
+    sender.await?;
+    Ok((acked, histogram))
+}
+
+async fn produce_batches(
+    client: &Client,
+    value: Bytes,
+    count: u64,
+    options: &GrpcBenchOptions,
+    deadline: Instant,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let batch = options.batch_records.max(1) as u64;
+    let requests = count.div_ceil(batch);
+    let results = futures::stream::iter(0..requests)
+        .take_while(|_| futures::future::ready(Instant::now() < deadline))
+        .map(|_| {
+            let values = vec![value.clone(); batch as usize];
+            async move {
+                let sent_at = Instant::now();
+                client.produce_batch(values).await.map(|_| sent_at)
+            }
+        })
+        .buffer_unordered(options.in_flight.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut histogram = new_histogram();
+    for sent_at in results {
+        record_latency(&mut histogram, sent_at?);
+    }
+    let acked = histogram.len() * batch;
+    Ok((acked, histogram))
+}
+
+async fn produce_unary(
+    client: &Client,
+    value: Bytes,
+    count: u64,
+    in_flight: usize,
+    deadline: Instant,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let results = futures::stream::iter(0..count)
+        .take_while(|_| futures::future::ready(Instant::now() < deadline))
+        .map(|_| {
+            let value = value.clone();
+            async move {
+                let sent_at = Instant::now();
+                client.produce(value).await.map(|_| sent_at)
+            }
+        })
+        .buffer_unordered(in_flight.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut histogram = new_histogram();
+    for sent_at in results {
+        record_latency(&mut histogram, sent_at?);
+    }
+    Ok((histogram.len(), histogram))
+}
+
+fn record_latency(histogram: &mut Histogram<u64>, sent_at: Instant) {
+    let micros = sent_at.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+    histogram.saturating_record(micros);
+}
+
+/// Each consumer stream reads the whole produced range with ConsumeBatchStream.
+async fn consume_phase(
+    client: &Client,
+    options: &GrpcBenchOptions,
+    start: u64,
+    records: u64,
+) -> anyhow::Result<Phase> {
+    let deadline = Duration::from_secs(options.seconds_max);
+    let started = Instant::now();
+    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..options.streams.max(1) {
+        let (client, total) = (client.clone(), total.clone());
+        tasks.push(tokio::spawn(async move {
+            let read = tokio::time::timeout(deadline, consume_range(&client, start, records)).await;
+            let read = read.unwrap_or(Ok(0))?;
+            total.fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let records = total.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Phase {
+        name: "consume",
+        records,
+        elapsed: started.elapsed(),
+        latency_us: None,
+    })
+}
+
+async fn consume_range(client: &Client, start: u64, count: u64) -> anyhow::Result<u64> {
+    let mut stream = client.follow(crate::client::Start::Offset(start)).await?;
+    let mut read = 0;
+    while read < count {
+        match stream.next().await {
+            Some(batch) => read += batch?.len() as u64,
+            None => break,
+        }
+    }
+    Ok(read)
+}
+
+fn print_table(options: &GrpcBenchOptions, phases: &[Phase]) {
+    println!(
+        "loghouse bench grpc: {} B records, {} streams, mode {}, sync {}{}",
+        options.record_bytes,
+        options.streams,
+        options.mode,
+        options.sync,
+        if options.addr.is_some() {
+            " (remote server: its own sync policy applies)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>12} {:>10} {:>9} {:>9} {:>9}",
+        "phase", "records", "seconds", "records/s", "MB/s", "p50 us", "p99 us", "p999 us"
+    );
+    for phase in phases {
+        let seconds = phase.elapsed.as_secs_f64().max(1e-9);
+        let rate = phase.records as f64 / seconds;
+        let mbps = rate * options.record_bytes as f64 / 1e6;
+        let (p50, p99, p999) = match &phase.latency_us {
+            Some(h) if !h.is_empty() => (
+                h.value_at_quantile(0.5).to_string(),
+                h.value_at_quantile(0.99).to_string(),
+                h.value_at_quantile(0.999).to_string(),
+            ),
+            _ => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<8} {:>10} {:>10.2} {:>12.0} {:>10.1} {:>9} {:>9} {:>9}",
+            phase.name, phase.records, seconds, rate, mbps, p50, p99, p999
+        );
+    }
+}
