@@ -14,6 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("log_descriptor.bin"))
         .bytes(["."])
         .compile_protos(&["proto/log/v1/log.proto"], &["proto"])?;
+    // The original API alone, for the wire-compatibility test (tests/grpc.rs).
+    let original_dir = out_dir.join("original");
+    std::fs::create_dir_all(&original_dir)?;
+    tonic_build::configure()
+        .build_server(false)
+        .out_dir(&original_dir)
+        .compile_protos(&["tests/original/log.proto"], &["tests/original"])?;
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=tests/original");
     Ok(())
 }

@@ -1,0 +1,686 @@
+//! Integration tests over real gRPC on 127.0.0.1 (port 0) with temporary data directories.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Code;
+
+use loghouse::client::Client;
+use loghouse::config::NodeConfig;
+use loghouse::io::{Disk, DiskFile, MapMut, StdDisk, SystemClock};
+use loghouse::proto;
+use loghouse::server::{Node, ServerError};
+
+/// A client generated from the original log.v1 proto alone (tests/original/log.proto).
+mod original {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/original/log.v1.rs"));
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct TestNode {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl TestNode {
+    async fn start(dir: &Path, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        Self::start_on(dir, Arc::new(StdDisk), tweak).await
+    }
+
+    async fn start_on(
+        dir: &Path,
+        disk: Arc<dyn Disk>,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        let mut config = NodeConfig {
+            data_dir: dir.to_owned(),
+            ..NodeConfig::default()
+        };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let node = Node::open(config, disk, Arc::new(SystemClock), addr.clone()).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(loghouse::server::serve(node, listener, async {
+            let _ = stopped.await;
+        }));
+        TestNode {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.unwrap()
+    }
+
+    /// Graceful shutdown; returns what `serve` returned.
+    async fn stop(mut self) -> Result<(), ServerError> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("server stops in time")
+            .unwrap()
+    }
+}
+
+fn values(prefix: &str, n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| Bytes::from(format!("{prefix}-{i}")))
+        .collect()
+}
+
+fn code(result: Result<impl std::fmt::Debug, tonic::Status>) -> (Code, String) {
+    let status = result.expect_err("the call must fail");
+    (status.code(), status.message().to_owned())
+}
+
+#[tokio::test]
+async fn produce_then_consume_roundtrips_through_every_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |_| {}).await;
+    let client = node.client().await;
+
+    assert_eq!(client.produce("zero").await.unwrap(), 0);
+    assert_eq!(client.produce_batch(values("batch", 3)).await.unwrap(), 1);
+    let record = client.consume(0).await.unwrap();
+    assert_eq!((record.offset, &record.value[..]), (0, &b"zero"[..]));
+    assert!(record.timestamp_ms > 0, "the server stamps the append time");
+
+    let batch = client.consume_batch(1, 10).await.unwrap();
+    let got: Vec<_> = batch
+        .records
+        .iter()
+        .map(|r| (r.offset, r.value.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, values("batch", 3)[0].clone()),
+            (2, values("batch", 3)[1].clone()),
+            (3, values("batch", 3)[2].clone())
+        ]
+    );
+    assert_eq!((batch.next_offset, batch.high_watermark), (4, 4));
+
+    // ProduceStream answers in order with consecutive offsets.
+    let requests = values("stream", 50)
+        .into_iter()
+        .map(|value| proto::ProduceRequest {
+            record: Some(proto::Record {
+                value,
+                ..Default::default()
+            }),
+        });
+    let mut responses = client
+        .raw()
+        .produce_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut offsets = Vec::new();
+    while let Some(response) = responses.next().await {
+        offsets.push(response.unwrap().offset);
+    }
+    assert_eq!(offsets, (4..54).collect::<Vec<_>>());
+
+    // ConsumeStream delivers every record from the offset asked, in order.
+    let request = proto::ConsumeRequest {
+        offset: 2,
+        from_timestamp_ms: None,
+    };
+    let mut stream = client
+        .raw()
+        .consume_stream(request)
+        .await
+        .unwrap()
+        .into_inner();
+    for expected in 2..54 {
+        let record = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .record
+            .unwrap();
+        assert_eq!(record.offset, expected);
+    }
+
+    let info = client.info().await.unwrap();
+    assert_eq!(
+        (
+            info.lowest_offset,
+            info.next_offset,
+            info.sync_policy.as_str()
+        ),
+        (0, 54, "always")
+    );
+    assert!(info.size_bytes > 0 && info.segment_count >= 1);
+
+    let servers = client
+        .raw()
+        .get_servers(proto::GetServersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .servers;
+    assert_eq!(servers.len(), 1);
+    assert!(servers[0].is_leader);
+    assert_eq!(servers[0].rpc_addr, node.addr);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn following_streams_receive_records_appended_after_they_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |_| {}).await;
+    let client = node.client().await;
+    client.produce("before").await.unwrap();
+
+    let request = proto::ConsumeRequest {
+        offset: 0,
+        from_timestamp_ms: None,
+    };
+    let mut records = client
+        .raw()
+        .consume_stream(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut batches = client
+        .follow(loghouse::client::Start::Offset(1))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, records.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.record.unwrap().value, Bytes::from("before"));
+
+    for value in values("after", 20) {
+        client.produce(value).await.unwrap();
+    }
+    for (i, expected) in values("after", 20).into_iter().enumerate() {
+        let record = tokio::time::timeout(WAIT, records.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .record
+            .unwrap();
+        assert_eq!((record.offset, record.value), (i as u64 + 1, expected));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let batch = tokio::time::timeout(WAIT, batches.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend(batch.into_iter().map(|r| r.offset));
+    }
+    assert_eq!(seen, (1..21).collect::<Vec<_>>());
+    drop((records, batches));
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn consume_from_a_timestamp_starts_at_the_first_record_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |_| {}).await;
+    let client = node.client().await;
+    client.produce_batch(values("old", 5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let new_first = client.produce_batch(values("new", 5)).await.unwrap();
+    let new_ts = client.consume(new_first).await.unwrap().timestamp_ms;
+    let old_ts = client.consume(new_first - 1).await.unwrap().timestamp_ms;
+    assert!(
+        old_ts < new_ts,
+        "appends 20 ms apart carry different timestamps"
+    );
+
+    assert_eq!(client.offset_for_time(new_ts).await.unwrap(), new_first);
+    assert_eq!(client.offset_for_time(0).await.unwrap(), 0);
+    assert_eq!(
+        client.offset_for_time(i64::MAX).await.unwrap(),
+        10,
+        "after the last record: the tail"
+    );
+    let mut stream = client
+        .follow(loghouse::client::Start::TimestampMs(new_ts))
+        .await
+        .unwrap();
+    let batch = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch[0].offset, new_first);
+    drop(stream);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| {
+        c.record_bytes_max = 1024;
+        c.limits.message_bytes_max = 64 * 1024;
+        c.limits.batch_records_max = 10;
+        c.limits.streams_max = 1;
+    })
+    .await;
+    let client = node.client().await;
+    let mut raw = client.raw();
+    client.produce_batch(values("ok", 3)).await.unwrap();
+
+    let (c, message) = code(
+        raw.consume(proto::ConsumeRequest {
+            offset: 3,
+            from_timestamp_ms: None,
+        })
+        .await,
+    );
+    assert_eq!(c, Code::OutOfRange);
+    assert!(
+        message.contains("[0, 3)"),
+        "the message says the valid range: {message}"
+    );
+    assert_eq!(
+        code(
+            raw.consume(proto::ConsumeRequest {
+                offset: u64::MAX,
+                from_timestamp_ms: None
+            })
+            .await
+        )
+        .0,
+        Code::OutOfRange
+    );
+    let far = proto::ConsumeBatchRequest {
+        offset: 100,
+        ..Default::default()
+    };
+    assert_eq!(code(raw.consume_batch(far).await).0, Code::OutOfRange);
+
+    assert_eq!(
+        code(raw.produce(proto::ProduceRequest { record: None }).await).0,
+        Code::InvalidArgument
+    );
+    let big = proto::Record {
+        value: Bytes::from(vec![0u8; 2048]),
+        ..Default::default()
+    };
+    let (c, message) = code(
+        raw.produce(proto::ProduceRequest {
+            record: Some(big.clone()),
+        })
+        .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(message.contains("1024"), "{message}");
+    let mixed = vec![
+        proto::Record {
+            value: Bytes::from("fine"),
+            ..Default::default()
+        },
+        big,
+    ];
+    assert_eq!(
+        code(
+            raw.produce_batch(proto::ProduceBatchRequest { records: mixed })
+                .await
+        )
+        .0,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            raw.produce_batch(proto::ProduceBatchRequest { records: vec![] })
+                .await
+        )
+        .0,
+        Code::InvalidArgument
+    );
+    let many = (0..11).map(|_| proto::Record::default()).collect();
+    assert_eq!(
+        code(
+            raw.produce_batch(proto::ProduceBatchRequest { records: many })
+                .await
+        )
+        .0,
+        Code::ResourceExhausted
+    );
+    let huge = proto::Record {
+        value: Bytes::from(vec![0u8; 100 * 1024]),
+        ..Default::default()
+    };
+    // Over limits.message_bytes_max: tonic refuses it while decoding, before the service runs.
+    let (c, _) = code(
+        raw.produce(proto::ProduceRequest { record: Some(huge) })
+            .await,
+    );
+    assert!(
+        matches!(c, Code::OutOfRange | Code::ResourceExhausted),
+        "{c:?}"
+    );
+
+    // One stream is allowed; the second is refused while the first is open.
+    let open = raw
+        .consume_stream(proto::ConsumeRequest {
+            offset: 0,
+            from_timestamp_ms: None,
+        })
+        .await
+        .unwrap();
+    let (c, message) = code(
+        raw.consume_stream(proto::ConsumeRequest {
+            offset: 0,
+            from_timestamp_ms: None,
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::ResourceExhausted);
+    assert!(message.contains("streams_max"), "{message}");
+    drop(open);
+
+    assert_eq!(
+        client.info().await.unwrap().next_offset,
+        3,
+        "no failed request appended anything"
+    );
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_keeps_every_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| c.segment_bytes_max = 4096).await;
+    let client = node.client().await;
+    let mut expected = Vec::new();
+    for round in 0..10 {
+        let batch = values(&format!("r{round}"), 20);
+        client.produce_batch(batch.clone()).await.unwrap();
+        expected.extend(batch);
+    }
+    node.stop().await.unwrap();
+
+    let node = TestNode::start(dir.path(), |c| c.segment_bytes_max = 4096).await;
+    let client = node.client().await;
+    let info = client.info().await.unwrap();
+    assert_eq!(info.next_offset, expected.len() as u64);
+    assert!(info.segment_count > 1, "small segments rolled");
+    let mut got = Vec::new();
+    let mut offset = 0;
+    while got.len() < expected.len() {
+        let batch = client.consume_batch(offset, 0).await.unwrap();
+        offset = batch.next_offset;
+        got.extend(batch.records.into_iter().map(|r| r.value));
+    }
+    assert_eq!(got, expected);
+    assert_eq!(
+        client.produce("next").await.unwrap(),
+        expected.len() as u64,
+        "offsets continue densely"
+    );
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_producers_get_distinct_dense_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |_| {}).await;
+    let client = node.client().await;
+    let mut tasks = Vec::new();
+    for producer in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..25 {
+                offsets.push((
+                    client.produce(format!("{producer}-{i}")).await.unwrap(),
+                    format!("{producer}-{i}"),
+                ));
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(
+        all.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>()
+    );
+    for (offset, value) in all.iter().step_by(17) {
+        assert_eq!(
+            client.consume(*offset).await.unwrap().value,
+            Bytes::from(value.clone())
+        );
+    }
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_built_from_the_original_proto_works_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |_| {}).await;
+    let mut client = original::log_client::LogClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let record = original::Record {
+        value: b"hello".to_vec().into(),
+        offset: 0,
+        term: 0,
+        r#type: 0,
+    };
+    let offset = client
+        .produce(original::ProduceRequest {
+            record: Some(record),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offset;
+    assert_eq!(offset, 0);
+    let got = client
+        .consume(original::ConsumeRequest { offset })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    assert_eq!((got.offset, &got.value[..]), (0, &b"hello"[..]));
+    let status = client
+        .consume(original::ConsumeRequest { offset: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+
+    let requests = (0..3).map(|i| original::ProduceRequest {
+        record: Some(original::Record {
+            value: format!("s{i}").into_bytes().into(),
+            ..Default::default()
+        }),
+    });
+    let mut responses = client
+        .produce_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut offsets = Vec::new();
+    while let Some(r) = responses.next().await {
+        offsets.push(r.unwrap().offset);
+    }
+    assert_eq!(offsets, vec![1, 2, 3]);
+    let mut stream = client
+        .consume_stream(original::ConsumeRequest { offset: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    let third = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&third.record.unwrap().value[..], b"s0");
+    let servers = client
+        .get_servers(original::GetServersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .servers;
+    assert_eq!(servers.len(), 1);
+    drop(stream);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_and_reflection_services_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |_| {}).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "log.v1.Log".into(),
+    };
+    let status = health.check(request).await.unwrap().into_inner().status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    node.stop().await.unwrap();
+}
+
+/// A disk whose syncs start failing when told to.
+#[derive(Debug)]
+struct FlakyDisk {
+    inner: StdDisk,
+    fail_syncs: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FlakyFile {
+    inner: Arc<dyn DiskFile>,
+    fail_syncs: Arc<AtomicBool>,
+}
+
+impl Disk for FlakyDisk {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let inner = self.inner.open(path, create)?;
+        Ok(Arc::new(FlakyFile {
+            inner,
+            fail_syncs: self.fail_syncs.clone(),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+}
+
+impl DiskFile for FlakyFile {
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, position)
+    }
+    fn write_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        self.inner.write_at(buf, position)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync_data()
+    }
+    fn map_mut(&self, len: usize) -> io::Result<Box<dyn MapMut>> {
+        self.inner.map_mut(len)
+    }
+}
+
+#[tokio::test]
+async fn after_a_failed_fsync_the_node_refuses_writes_with_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail_syncs = Arc::new(AtomicBool::new(false));
+    let disk = Arc::new(FlakyDisk {
+        inner: StdDisk,
+        fail_syncs: fail_syncs.clone(),
+    });
+    let node = TestNode::start_on(dir.path(), disk, |_| {}).await;
+    let client = node.client().await;
+    client.produce("durable").await.unwrap();
+    fail_syncs.store(true, Ordering::SeqCst);
+    let (c, _) = code(
+        client
+            .raw()
+            .produce(proto::ProduceRequest {
+                record: Some(proto::Record::default()),
+            })
+            .await,
+    );
+    assert_eq!(c, Code::Unavailable);
+    fail_syncs.store(false, Ordering::SeqCst);
+    let (c, message) = code(
+        client
+            .raw()
+            .produce(proto::ProduceRequest {
+                record: Some(proto::Record::default()),
+            })
+            .await,
+    );
+    assert_eq!(
+        c,
+        Code::Unavailable,
+        "still refused: the log does not guess after a failed fsync"
+    );
+    assert!(message.contains("reopen"), "{message}");
+    assert_eq!(
+        client.consume(0).await.unwrap().value,
+        Bytes::from("durable"),
+        "reads still work"
+    );
+    assert_eq!(
+        client.info().await.unwrap().next_offset,
+        1,
+        "the failed record was never acknowledged or shown"
+    );
+    let _ = node.stop().await;
+}
