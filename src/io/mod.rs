@@ -11,5 +11,5 @@ mod std_disk;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use disk::{Disk, DiskFile, MapMut};
-pub use sim_disk::{SimDisk, SimDiskFaults};
+pub use sim_disk::{SimDisk, SimDiskFaults, SimDiskStats};
 pub use std_disk::StdDisk;
