@@ -56,8 +56,6 @@ conformance! {
     syncs_succeed_and_keep_bytes,
     map_mut_reads_writes_and_flush_is_visible_after_reopen,
     map_mut_drop_without_flush_is_visible_after_reopen,
-    #[ignore = "StdDisk::map_mut does not check the file length (memmap2 maps past EOF; a touch \
-                would SIGBUS); fix in src/io/std_disk.rs"]
     map_mut_longer_than_file_errors,
     ops_match_a_vec_model,
 }

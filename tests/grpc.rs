@@ -484,7 +484,7 @@ async fn a_client_built_from_the_original_proto_works_unchanged() {
         .await
         .unwrap();
     let record = original::Record {
-        value: b"hello".to_vec().into(),
+        value: b"hello".to_vec(),
         offset: 0,
         term: 0,
         r#type: 0,
@@ -514,7 +514,7 @@ async fn a_client_built_from_the_original_proto_works_unchanged() {
 
     let requests = (0..3).map(|i| original::ProduceRequest {
         record: Some(original::Record {
-            value: format!("s{i}").into_bytes().into(),
+            value: format!("s{i}").into_bytes(),
             ..Default::default()
         }),
     });

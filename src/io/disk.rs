@@ -36,6 +36,7 @@ pub trait Disk: Send + Sync + fmt::Debug + 'static {
 }
 
 /// An open file. All positions are byte offsets from the start of the file.
+#[allow(clippy::len_without_is_empty)]
 pub trait DiskFile: Send + Sync + fmt::Debug {
     /// Reads up to `buf.len()` bytes at `position`; returns how many were read (short only at the
     /// end of the file, 0 at or past it).

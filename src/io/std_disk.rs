@@ -96,6 +96,14 @@ impl DiskFile for StdFile {
     }
 
     fn map_mut(&self, len: usize) -> io::Result<Box<dyn MapMut>> {
+        let file_len = self.len()?;
+        if len as u64 > file_len {
+            // Touching a mapped page past the end of the file would kill the process (SIGBUS).
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot map {len} bytes of a {file_len}-byte file"),
+            ));
+        }
         // SAFETY: the map is only ever used by the log that owns this file; the contract of
         // `DiskFile::map_mut` forbids mixing positional I/O with a live map of the same range,
         // and nothing outside the process is expected to truncate a segment's index file.
