@@ -50,6 +50,9 @@ pub struct Limits {
     pub stream_appends_in_flight_max: usize,
     /// Responses buffered per consuming stream before the server waits for the client.
     pub stream_buffer_messages_max: usize,
+    /// Bytes of responses buffered per consuming stream (bounds memory with large batches):
+    /// a stream buffers at most this much, and at least one message.
+    pub stream_buffer_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -63,6 +66,7 @@ impl Default for Limits {
             append_queue_depth_max: 4096,
             stream_appends_in_flight_max: 256,
             stream_buffer_messages_max: 64,
+            stream_buffer_bytes_max: 8 * 1024 * 1024,
         }
     }
 }
@@ -158,7 +162,7 @@ impl Limits {
                 self.message_bytes_max
             ));
         }
-        let checks: [(&str, u64, u64); 7] = [
+        let checks: [(&str, u64, u64); 8] = [
             (
                 "batch_records_max",
                 self.batch_records_max as u64,
@@ -189,6 +193,11 @@ impl Limits {
                 "stream_buffer_messages_max",
                 self.stream_buffer_messages_max as u64,
                 65_536,
+            ),
+            (
+                "stream_buffer_bytes_max",
+                self.stream_buffer_bytes_max,
+                1 << 30,
             ),
         ];
         for (name, value, max) in checks {

@@ -156,7 +156,7 @@ async fn produce_stream(
         match responses.next().await {
             Some(response) => {
                 response?;
-                record_latency(&mut histogram, sent_at);
+                record_latency(&mut histogram, sent_at.elapsed());
                 acked += 1;
             }
             None => break,
@@ -181,15 +181,18 @@ async fn produce_batches(
             let values = vec![value.clone(); batch as usize];
             async move {
                 let sent_at = Instant::now();
-                client.produce_batch(values).await.map(|_| sent_at)
+                client
+                    .produce_batch(values)
+                    .await
+                    .map(|_| sent_at.elapsed())
             }
         })
         .buffer_unordered(options.in_flight.max(1))
         .collect::<Vec<_>>()
         .await;
     let mut histogram = new_histogram();
-    for sent_at in results {
-        record_latency(&mut histogram, sent_at?);
+    for latency in results {
+        record_latency(&mut histogram, latency?);
     }
     let acked = histogram.len() * batch;
     Ok((acked, histogram))
@@ -208,21 +211,21 @@ async fn produce_unary(
             let value = value.clone();
             async move {
                 let sent_at = Instant::now();
-                client.produce(value).await.map(|_| sent_at)
+                client.produce(value).await.map(|_| sent_at.elapsed())
             }
         })
         .buffer_unordered(in_flight.max(1))
         .collect::<Vec<_>>()
         .await;
     let mut histogram = new_histogram();
-    for sent_at in results {
-        record_latency(&mut histogram, sent_at?);
+    for latency in results {
+        record_latency(&mut histogram, latency?);
     }
     Ok((histogram.len(), histogram))
 }
 
-fn record_latency(histogram: &mut Histogram<u64>, sent_at: Instant) {
-    let micros = sent_at.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
+    let micros = latency.as_micros().clamp(1, 60_000_000) as u64;
     histogram.saturating_record(micros);
 }
 

@@ -103,6 +103,7 @@ impl LogService {
         offset: u64,
         records_max: u32,
         bytes_max: u64,
+        message_bytes_max: u64,
         to_messages: F,
     ) -> Result<ResponseStream<M>, Status>
     where
@@ -117,7 +118,10 @@ impl LogService {
                 offset,
             )?;
         }
-        let (tx, rx) = mpsc::channel(self.node.config().limits.stream_buffer_messages_max);
+        let limits = &self.node.config().limits;
+        let buffered_messages_max = (limits.stream_buffer_bytes_max / message_bytes_max.max(1))
+            .clamp(1, limits.stream_buffer_messages_max as u64);
+        let (tx, rx) = mpsc::channel(buffered_messages_max as usize);
         let service = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -257,7 +261,8 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
         let request = request.into_inner();
         let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
-        let stream = self.follow(offset, 0, 0, |records, _| {
+        let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
+        let stream = self.follow(offset, 0, 0, record_message_bytes, |records, _| {
             records
                 .into_iter()
                 .map(|r| proto::ConsumeResponse {
@@ -359,10 +364,12 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeBatchStreamStream>, Status> {
         let request = request.into_inner();
         let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+        let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
         let stream = self.follow(
             offset,
             request.max_records,
             request.max_bytes,
+            batch_bytes_max as u64,
             move |records, high_watermark| vec![batch_response(records, offset, high_watermark)],
         )?;
         Ok(Response::new(stream))
