@@ -78,12 +78,7 @@ pub async fn serve(
 
 /// `shutdown`, then tell the node's streams to end: the server waits for every open call before
 /// it returns, and a following stream would otherwise never end.
-fn stop_streams_on(
-    node: Node,
-    shutdown: impl Future<Output = ()> + Send,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        shutdown.await;
-        node.begin_shutdown();
-    }
+async fn stop_streams_on(node: Node, shutdown: impl Future<Output = ()> + Send) {
+    shutdown.await;
+    node.begin_shutdown();
 }
