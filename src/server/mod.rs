@@ -44,7 +44,8 @@ pub async fn serve(
     let log_server = LogServer::new(service)
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Without TCP_NODELAY every small response waits for the peer's delayed ACK (~40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = stop_streams_on(node.clone(), shutdown);
     tracing::info!(node_id = %node.config().node_id, "serving");
     tonic::transport::Server::builder()
