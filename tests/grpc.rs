@@ -391,6 +391,32 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
         "{c:?}"
     );
 
+    // A ProduceStream acknowledges the records before a bad one, then fails with its status.
+    let requests = [
+        Bytes::from("s1"),
+        Bytes::from("s2"),
+        Bytes::from(vec![0u8; 2048]),
+    ]
+    .into_iter()
+    .map(|value| proto::ProduceRequest {
+        record: Some(proto::Record {
+            value,
+            ..Default::default()
+        }),
+    });
+    let mut responses = raw
+        .produce_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(responses.next().await.unwrap().unwrap().offset, 3);
+    assert_eq!(responses.next().await.unwrap().unwrap().offset, 4);
+    assert_eq!(
+        responses.next().await.unwrap().unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    drop(responses);
+
     // One stream is allowed; the second is refused while the first is open.
     let open = raw
         .consume_stream(proto::ConsumeRequest {
@@ -413,8 +439,8 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
 
     assert_eq!(
         client.info().await.unwrap().next_offset,
-        3,
-        "no failed request appended anything"
+        5,
+        "no failed request appended anything beyond the two good stream records"
     );
     node.stop().await.unwrap();
 }

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -414,8 +414,19 @@ fn batch_response(
     }
 }
 
-/// Reads a ProduceStream and queues each record for the writer, in stream order; hands the
-/// pending acknowledgements, in the same order, to `answer_produce_stream`.
+/// Records that one ProduceStream append takes from messages that have already arrived.
+const STREAM_APPEND_RECORDS_MAX: usize = 256;
+
+/// How a ProduceStream's inbound side ends.
+enum StreamEnd {
+    Finished,
+    Failed(Status),
+}
+
+/// Reads a ProduceStream and queues its records for the writer, in stream order: each append
+/// takes the next message plus whatever messages have already arrived (up to
+/// `STREAM_APPEND_RECORDS_MAX`), so a busy stream costs one queue entry per batch, not per record.
+/// Hands the pending acknowledgements, in order, to `answer_produce_stream`.
 async fn read_produce_stream(
     service: LogService,
     mut inbound: Streaming<proto::ProduceRequest>,
@@ -424,31 +435,59 @@ async fn read_produce_stream(
     let stopping = service.node.stopping();
     tokio::pin!(stopping);
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = &mut stopping => Err(shutting_down()),
             message = inbound.message() => message,
         };
-        let request = match message {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(status) => {
+        let mut records = Vec::new();
+        let mut end = service.take_message(first, &mut records);
+        while end.is_none() && records.len() < STREAM_APPEND_RECORDS_MAX {
+            match inbound.message().now_or_never() {
+                Some(message) => end = service.take_message(message, &mut records),
+                None => break,
+            }
+        }
+        if !records.is_empty() {
+            let pending = service.node.committer().submit(records).await;
+            let failed = pending.is_err();
+            if pending_tx
+                .send(pending.map_err(status_from_log_error))
+                .await
+                .is_err()
+                || failed
+            {
+                return;
+            }
+        }
+        match end {
+            None => {}
+            Some(StreamEnd::Finished) => return,
+            Some(StreamEnd::Failed(status)) => {
                 let _ = pending_tx.send(Err(status)).await;
                 return;
             }
-        };
-        let pending = match service.new_record(request.record) {
-            Ok(record) => service
-                .node
-                .committer()
-                .submit(vec![record])
-                .await
-                .map_err(status_from_log_error),
-            Err(status) => Err(status),
-        };
-        let failed = pending.is_err();
-        if pending_tx.send(pending).await.is_err() || failed {
-            return;
+        }
+    }
+}
+
+impl LogService {
+    /// Adds a received message's record to `records`, or says how the stream ends.
+    fn take_message(
+        &self,
+        message: Result<Option<proto::ProduceRequest>, Status>,
+        records: &mut Vec<NewRecord>,
+    ) -> Option<StreamEnd> {
+        match message {
+            Ok(Some(request)) => match self.new_record(request.record) {
+                Ok(record) => {
+                    records.push(record);
+                    None
+                }
+                Err(status) => Some(StreamEnd::Failed(status)),
+            },
+            Ok(None) => Some(StreamEnd::Finished),
+            Err(status) => Some(StreamEnd::Failed(status)),
         }
     }
 }
@@ -458,16 +497,25 @@ async fn answer_produce_stream(
     responses_tx: mpsc::Sender<Result<proto::ProduceResponse, Status>>,
 ) {
     while let Some(pending) = pending_rx.recv().await {
-        let response = match pending {
+        let acknowledged = match pending {
             Ok(pending) => pending.await.map_err(status_from_log_error),
             Err(status) => Err(status),
         };
-        let failed = response.is_err();
-        let message = response.map(|range| proto::ProduceResponse {
-            offset: first_offset(&range),
-        });
-        if responses_tx.send(message).await.is_err() || failed {
-            return;
+        let offsets = match acknowledged {
+            Ok(offsets) => offsets,
+            Err(status) => {
+                let _ = responses_tx.send(Err(status)).await;
+                return;
+            }
+        };
+        for offset in offsets {
+            if responses_tx
+                .send(Ok(proto::ProduceResponse { offset }))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }
