@@ -118,16 +118,24 @@ struct ConsumeArgs {
 enum BenchCommand {
     /// Produce and consume load over gRPC (an in-process node unless --addr).
     Grpc(loghouse::bench::grpc::GrpcBenchOptions),
+    /// The storage engine alone: append, scan, random read, open after close and after a crash,
+    /// beside the disk's own limit (dd conv=fdatasync) measured in the same run.
+    Log(loghouse::bench::log::LogBenchOptions),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log, &cli.log_format)?;
+    let command = match cli.command {
+        // The storage benchmark builds its own runtimes (one per row).
+        Command::Bench(BenchCommand::Log(options)) => return loghouse::bench::log::run(options),
+        command => command,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve(args).await,
             Command::Produce(args) => produce(args).await,
             Command::Consume(args) => consume(args).await,
@@ -135,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(BenchCommand::Grpc(options)) => {
                 loghouse::bench::grpc::run(options).await
             }
+            Command::Bench(BenchCommand::Log(_)) => unreachable!("matched above"),
         }
     })
 }

@@ -232,8 +232,21 @@ async fn following_streams_receive_records_appended_after_they_started() {
         seen.extend(batch.into_iter().map(|r| r.offset));
     }
     assert_eq!(seen, (1..21).collect::<Vec<_>>());
-    drop((records, batches));
+
+    // A graceful shutdown ends following streams with UNAVAILABLE instead of waiting for them.
     node.stop().await.unwrap();
+    let ended = tokio::time::timeout(WAIT, records.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    let ended = tokio::time::timeout(WAIT, batches.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(ended.to_string().contains("shutting down"), "{ended}");
 }
 
 #[tokio::test]
@@ -278,6 +291,7 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
     let node = TestNode::start(dir.path(), |c| {
         c.record_bytes_max = 1024;
         c.limits.message_bytes_max = 64 * 1024;
+        c.limits.consume_bytes_max = 32 * 1024;
         c.limits.batch_records_max = 10;
         c.limits.streams_max = 1;
     })
@@ -408,7 +422,11 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
 #[tokio::test]
 async fn restart_keeps_every_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(dir.path(), |c| c.segment_bytes_max = 4096).await;
+    let small_segments = |c: &mut NodeConfig| {
+        c.segment_bytes_max = 4096;
+        c.record_bytes_max = 1024;
+    };
+    let node = TestNode::start(dir.path(), small_segments).await;
     let client = node.client().await;
     let mut expected = Vec::new();
     for round in 0..10 {
@@ -418,7 +436,7 @@ async fn restart_keeps_every_acknowledged_record() {
     }
     node.stop().await.unwrap();
 
-    let node = TestNode::start(dir.path(), |c| c.segment_bytes_max = 4096).await;
+    let node = TestNode::start(dir.path(), small_segments).await;
     let client = node.client().await;
     let info = client.info().await.unwrap();
     assert_eq!(info.next_offset, expected.len() as u64);

@@ -2,6 +2,7 @@
 
 pub mod embedded;
 pub mod grpc;
+pub mod log;
 
 /// Peak resident memory (VmHWM) of a process, from /proc.
 pub fn peak_rss_of(pid: u32) -> Option<String> {

@@ -1,43 +1,44 @@
-//! THROWAWAY FAKE (sim harness testing only; never commit): a tiny segmented log on the Disk seam.
-#![allow(clippy::all)]
+//! The segmented log: a list of segments behind a reader-writer lock.
+//!
+//! Appends, rolls and truncations take the lock for writing; reads take it for reading (so
+//! readers run beside each other and see whole appends). `sync` holds the lock only to pick the
+//! active store file and the next offset, and fsyncs outside it, so appends go on while an fsync
+//! is in flight. Any failed write, fsync or resize poisons the log: later writes are refused
+//! until it is reopened, which recovers from what is on disk.
+
+use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
-use super::{LogConfig, LogError, NewRecord, Record};
-use crate::io::{Clock, Disk, DiskFile};
+use super::index::ENTRY_BYTES;
+use super::record::{self, NewRecord, Record};
+use super::segment::{self, FileKind, Recovery, Segment, SegmentLimits};
+use super::{LogConfig, LogError};
+use crate::io::{Clock, Disk};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogInfo {
     pub lowest_offset: u64,
     pub next_offset: u64,
+    /// Bytes in the store files.
     pub size_bytes: u64,
     pub segment_count: u32,
+    /// Every offset below this is on disk (fsync'd).
     pub durable_offset: u64,
 }
 
-const HDR: usize = 36; // len u32, crc u32, offset u64, term u64, kind u32, ts i64
-const SEG_RECORDS: usize = 8;
-
-#[derive(Debug)]
-struct Seg {
-    base: u64,
-    store: Arc<dyn DiskFile>,
-    index: Arc<dyn DiskFile>,
-    positions: Vec<u64>,
-    size: u64,
-}
-
-#[derive(Debug)]
-struct Inner {
-    segs: Vec<Seg>,
-    next: u64,
-    durable: u64,
-    last_ts: i64,
-    poisoned: Option<String>,
-    closed: bool,
+/// What `Log::open` found, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Segments whose index was rebuilt by scanning the store.
+    pub segments_scanned: u32,
+    /// Bytes of torn or corrupt tail cut off the last segment.
+    pub truncated_bytes: u64,
+    /// Index files without a store, removed.
+    pub orphan_indexes_removed: u32,
 }
 
 #[derive(Debug)]
@@ -45,375 +46,564 @@ pub struct Log {
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
     config: LogConfig,
-    inner: Mutex<Inner>,
+    limits: SegmentLimits,
+    state: RwLock<State>,
+    lowest: AtomicU64,
+    next: AtomicU64,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    open_report: OpenReport,
+    /// Successful `sync` calls (each one fsync), for benchmarks and tests.
+    syncs: AtomicU64,
 }
 
-fn crc(b: &[u8]) -> u32 {
-    crc32c::crc32c(b)
+#[derive(Debug)]
+struct State {
+    /// Ordered by base offset, dense: each segment's `next` is the following one's base. Never
+    /// empty while open; the last one is the active segment.
+    segments: Vec<Segment>,
+    closed: bool,
+    /// The newest timestamp given to a record; new ones are clamped to at least this.
+    last_timestamp_ms: i64,
+    /// Bumped by every truncate_from, so a sync that raced one does not publish a stale offset.
+    truncations: u64,
+    /// Reused encode buffer.
+    frames: Vec<u8>,
+    timestamps: Vec<i64>,
 }
 
-fn encode(offset: u64, r: &NewRecord, ts: i64) -> Vec<u8> {
-    let mut body = Vec::with_capacity(HDR + r.value.len());
-    body.extend_from_slice(&offset.to_le_bytes());
-    body.extend_from_slice(&r.term.to_le_bytes());
-    body.extend_from_slice(&r.kind.to_le_bytes());
-    body.extend_from_slice(&ts.to_le_bytes());
-    body.extend_from_slice(&r.value);
-    let mut f = Vec::with_capacity(8 + body.len());
-    f.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
-    f.extend_from_slice(&crc(&body).to_le_bytes());
-    f.extend_from_slice(&body);
-    f
-}
+/// An encode buffer larger than this is released after the append that grew it.
+const FRAMES_BUFFER_KEEP_BYTES: usize = 16 << 20;
 
-fn io(ctx: &str, e: std::io::Error) -> LogError {
-    LogError::io(ctx.to_string(), e)
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("an open log has a segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("an open log has a segment")
+    }
+    fn lowest(&self) -> u64 {
+        self.segments.first().map_or(0, Segment::base)
+    }
+    fn next(&self) -> u64 {
+        self.segments.last().map_or(0, Segment::next)
+    }
 }
 
 impl Log {
+    /// Opens (or creates) the log in `config.dir`, recovering from a crash: a torn or corrupt
+    /// tail of the last segment is cut off and stale indexes are rebuilt.
     pub fn open(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
         config: LogConfig,
     ) -> Result<Log, LogError> {
         config.validate()?;
-        disk.create_dir_all(&config.dir)
-            .map_err(|e| io("mkdir", e))?;
-        let mut bases: Vec<u64> = disk
-            .list_dir(&config.dir)
-            .map_err(|e| io("list", e))?
+        let limits = SegmentLimits {
+            store_bytes_max: config.segment_bytes_max,
+            index_entries_max: config.index_bytes_max / ENTRY_BYTES,
+            record_bytes_max: config.record_bytes_max,
+        };
+        let dir = config.dir.clone();
+        disk.create_dir_all(&dir)
+            .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
+        let (bases, orphans) = list_segments(disk.as_ref(), &dir)?;
+        let mut report = OpenReport {
+            orphan_indexes_removed: orphans,
+            ..OpenReport::default()
+        };
+        let segments = if bases.is_empty() {
+            vec![Segment::create(
+                disk.as_ref(),
+                &dir,
+                config.initial_offset,
+                limits,
+            )?]
+        } else {
+            open_segments(disk.as_ref(), &dir, &bases, limits, &mut report)?
+        };
+        let active = segments.last().expect("at least one segment");
+        active.sync()?;
+        disk.sync_dir(&dir)
+            .map_err(|e| LogError::io(format!("sync {}", dir.display()), e))?;
+        let last_timestamp_ms = segments
             .iter()
-            .filter_map(|n| n.strip_suffix(".store").and_then(|s| s.parse().ok()))
-            .collect();
-        bases.sort();
-        let log = Log {
+            .rev()
+            .find_map(Segment::last_timestamp_ms)
+            .unwrap_or(i64::MIN);
+        let state = State {
+            segments,
+            closed: false,
+            last_timestamp_ms,
+            truncations: 0,
+            frames: Vec::new(),
+            timestamps: Vec::new(),
+        };
+        let (lowest, next) = (state.lowest(), state.next());
+        Ok(Log {
             disk,
             clock,
             config,
-            inner: Mutex::new(Inner {
-                segs: vec![],
-                next: 0,
-                durable: 0,
-                last_ts: 0,
-                poisoned: None,
-                closed: false,
-            }),
-        };
-        let mut inner = log.inner.lock();
-        for (i, base) in bases.iter().enumerate() {
-            let last = i + 1 == bases.len();
-            let (store, index) = log.open_files(*base, false)?;
-            let mut seg = Seg {
-                base: *base,
-                store,
-                index,
-                positions: vec![],
-                size: 0,
-            };
-            if last {
-                log.scan_tail(&mut seg)?;
-            } else {
-                let len = seg.index.len().map_err(|e| io("len", e))?;
-                let mut buf = vec![0u8; len as usize];
-                seg.index
-                    .read_at(&mut buf, 0)
-                    .map_err(|e| io("read index", e))?;
-                seg.positions = buf
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                seg.size = seg.store.len().map_err(|e| io("len", e))?;
-            }
-            inner.next = seg.base + seg.positions.len() as u64;
-            inner.segs.push(seg);
-        }
-        inner.durable = inner.next;
-        let next = inner.next;
-        drop(inner);
-        if next > 0 {
-            if let Ok(r) = log.read(next - 1) {
-                log.inner.lock().last_ts = r.timestamp_ms;
-            }
-        }
-        Ok(log)
-    }
-
-    fn paths(&self, base: u64) -> (PathBuf, PathBuf) {
-        (
-            self.config.dir.join(format!("{base:020}.store")),
-            self.config.dir.join(format!("{base:020}.index")),
-        )
-    }
-
-    fn open_files(
-        &self,
-        base: u64,
-        create: bool,
-    ) -> Result<(Arc<dyn DiskFile>, Arc<dyn DiskFile>), LogError> {
-        let (s, i) = self.paths(base);
-        let store = self
-            .disk
-            .open(&s, create)
-            .map_err(|e| io("open store", e))?;
-        let index = self
-            .disk
-            .open(&i, create)
-            .map_err(|e| io("open index", e))?;
-        Ok((store, index))
-    }
-
-    fn scan_tail(&self, seg: &mut Seg) -> Result<(), LogError> {
-        let len = seg.store.len().map_err(|e| io("len", e))?;
-        let mut pos = 0u64;
-        while pos + HDR as u64 <= len {
-            let mut hdr = [0u8; 8];
-            seg.store
-                .read_at(&mut hdr, pos)
-                .map_err(|e| io("read", e))?;
-            let vlen = u32::from_le_bytes(hdr[0..4].try_into().unwrap()) as u64;
-            if vlen > self.config.record_bytes_max as u64 || pos + HDR as u64 + vlen > len {
-                break;
-            }
-            let mut body = vec![0u8; HDR - 8 + vlen as usize];
-            seg.store
-                .read_at(&mut body, pos + 8)
-                .map_err(|e| io("read", e))?;
-            let want = u32::from_le_bytes(hdr[4..8].try_into().unwrap());
-            let off = u64::from_le_bytes(body[0..8].try_into().unwrap());
-            if crc(&body) != want || off != seg.base + seg.positions.len() as u64 {
-                break;
-            }
-            seg.positions.push(pos);
-            pos += HDR as u64 + vlen;
-        }
-        seg.store.set_len(pos).map_err(|e| io("truncate", e))?;
-        let idx: Vec<u8> = seg.positions.iter().flat_map(|p| p.to_le_bytes()).collect();
-        seg.index.set_len(0).map_err(|e| io("truncate", e))?;
-        seg.index.write_at(&idx, 0).map_err(|e| io("write", e))?;
-        seg.store.sync_data().map_err(|e| io("sync", e))?;
-        seg.index.sync_data().map_err(|e| io("sync", e))?;
-        seg.size = pos;
-        Ok(())
+            limits,
+            state: RwLock::new(state),
+            lowest: AtomicU64::new(lowest),
+            next: AtomicU64::new(next),
+            durable: AtomicU64::new(next),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            open_report: report,
+            syncs: AtomicU64::new(0),
+        })
     }
 
     pub fn config(&self) -> &LogConfig {
         &self.config
     }
 
-    fn roll(&self, inner: &mut Inner) -> Result<(), LogError> {
-        if let Some(seg) = inner.segs.last() {
-            seg.store.sync_data().map_err(|e| io("sync", e))?;
-            seg.index.sync_data().map_err(|e| io("sync", e))?;
-        }
-        let base = inner.next;
-        let (store, index) = self.open_files(base, true)?;
-        self.disk
-            .sync_dir(&self.config.dir)
-            .map_err(|e| io("sync dir", e))?;
-        inner.segs.push(Seg {
-            base,
-            store,
-            index,
-            positions: vec![],
-            size: 0,
-        });
-        Ok(())
+    /// What recovery did when this log was opened.
+    pub fn open_report(&self) -> OpenReport {
+        self.open_report
     }
 
+    /// Appends `records` (all or none pass validation first) and returns their offsets. Does not
+    /// sync: call `sync` (or append through a `Committer`) for durability.
     pub fn append(&self, records: &[NewRecord]) -> Result<Range<u64>, LogError> {
-        if records.is_empty() {
-            return Err(LogError::BatchEmpty);
-        }
-        for r in records {
-            if r.value.len() as u64 > self.config.record_bytes_max as u64 {
-                return Err(LogError::RecordTooLarge {
-                    len: r.value.len() as u64,
-                    max: self.config.record_bytes_max,
-                });
-            }
-        }
-        let mut inner = self.inner.lock();
-        if inner.closed {
-            return Err(LogError::Closed);
-        }
-        if let Some(cause) = &inner.poisoned {
-            return Err(LogError::Poisoned {
-                cause: cause.clone(),
-            });
-        }
-        let start = inner.next;
-        let res = self.append_locked(&mut inner, records);
-        if let Err(e) = &res {
-            inner.poisoned = Some(e.to_string());
-        }
-        res.map(|()| start..inner.next)
+        self.validate(records)?;
+        let mut state = self.write_state()?;
+        let timestamp_ms = self.clock.now_ms().max(state.last_timestamp_ms);
+        self.append_locked(&mut state, records, timestamp_ms)
     }
 
-    fn append_locked(&self, inner: &mut Inner, records: &[NewRecord]) -> Result<(), LogError> {
-        for r in records {
-            let full = inner.segs.last().is_none_or(|s| {
-                s.positions.len() >= SEG_RECORDS
-                    || s.size + (HDR + r.value.len()) as u64 > self.config.segment_bytes_max
-            });
-            if full {
-                self.roll(inner)?;
-            }
-            let ts = self.clock.now_ms().max(inner.last_ts);
-            inner.last_ts = ts;
-            let off = inner.next;
-            let frame = encode(off, r, ts);
-            let seg = inner.segs.last_mut().unwrap();
-            seg.store
-                .write_at(&frame, seg.size)
-                .map_err(|e| io("write", e))?;
-            seg.index
-                .write_at(&seg.size.to_le_bytes(), seg.positions.len() as u64 * 8)
-                .map_err(|e| io("write", e))?;
-            seg.positions.push(seg.size);
-            seg.size += frame.len() as u64;
-            inner.next += 1;
-        }
-        Ok(())
-    }
-
+    /// Appends one record at `offset`, which must be the log's next offset, with the leader's
+    /// term (in `record`) and timestamp (clamped so timestamps never decrease): for replication.
     pub fn append_at(
         &self,
         offset: u64,
         record: &NewRecord,
         timestamp_ms: i64,
     ) -> Result<(), LogError> {
-        let _ = (offset, record, timestamp_ms);
-        Err(LogError::InvalidConfig("fake".into()))
-    }
-
-    pub fn sync(&self) -> Result<u64, LogError> {
-        let mut inner = self.inner.lock();
-        if let Some(cause) = &inner.poisoned {
-            return Err(LogError::Poisoned {
-                cause: cause.clone(),
+        let records = std::slice::from_ref(record);
+        self.validate(records)?;
+        let mut state = self.write_state()?;
+        let next = state.next();
+        if offset != next {
+            return Err(LogError::NonContiguous {
+                expected: next,
+                got: offset,
             });
         }
-        if let Some(seg) = inner.segs.last() {
-            let r = seg.store.sync_data().and_then(|()| seg.index.sync_data());
-            if let Err(e) = r {
-                inner.poisoned = Some(e.to_string());
-                return Err(io("sync", e));
-            }
+        let timestamp_ms = timestamp_ms.max(state.last_timestamp_ms);
+        self.append_locked(&mut state, records, timestamp_ms)
+            .map(|_| ())
+    }
+
+    /// Fsyncs the active store and returns the durable next offset: every record below it is
+    /// on disk. Concurrent appends go on while the fsync runs.
+    pub fn sync(&self) -> Result<u64, LogError> {
+        let (file, path, next, truncations) = {
+            let state = self.read_state()?;
+            self.check_not_poisoned()?;
+            let active = state.active();
+            (
+                active.store_file().clone(),
+                active.store_path().to_path_buf(),
+                state.next(),
+                state.truncations,
+            )
+        };
+        if let Err(e) = file.sync_data() {
+            return Err(self.poison(LogError::io(format!("sync {}", path.display()), e)));
         }
-        inner.durable = inner.next;
-        Ok(inner.next)
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let state = self.state.read();
+        if state.truncations == truncations {
+            self.durable.fetch_max(next, Ordering::SeqCst);
+        }
+        Ok(self.durable.load(Ordering::SeqCst))
     }
 
     pub fn read(&self, offset: u64) -> Result<Record, LogError> {
-        let inner = self.inner.lock();
-        if offset >= inner.next {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                lowest: 0,
-                next: inner.next,
-            });
-        }
-        let i = inner.segs.partition_point(|s| s.base <= offset) - 1;
-        let seg = &inner.segs[i];
-        let pos = seg.positions[(offset - seg.base) as usize];
-        let corrupt = |reason: &str| LogError::Corrupt {
-            segment: self.paths(seg.base).0,
-            position: pos,
-            reason: reason.into(),
-        };
-        let mut hdr = [0u8; 8];
-        if seg
-            .store
-            .read_at(&mut hdr, pos)
-            .map_err(|e| io("read", e))?
-            < 8
-        {
-            return Err(corrupt("short"));
-        }
-        let vlen = u32::from_le_bytes(hdr[0..4].try_into().unwrap()) as usize;
-        if vlen > self.config.record_bytes_max as usize {
-            return Err(corrupt("len"));
-        }
-        let mut body = vec![0u8; HDR - 8 + vlen];
-        if seg
-            .store
-            .read_at(&mut body, pos + 8)
-            .map_err(|e| io("read", e))?
-            < body.len()
-        {
-            return Err(corrupt("short"));
-        }
-        if crc(&body) != u32::from_le_bytes(hdr[4..8].try_into().unwrap()) {
-            return Err(corrupt("crc"));
-        }
-        let off = u64::from_le_bytes(body[0..8].try_into().unwrap());
-        if off != offset {
-            return Err(corrupt("offset"));
-        }
-        Ok(Record {
-            offset,
-            term: u64::from_le_bytes(body[8..16].try_into().unwrap()),
-            kind: u32::from_le_bytes(body[16..20].try_into().unwrap()),
-            timestamp_ms: i64::from_le_bytes(body[20..28].try_into().unwrap()),
-            value: bytes::Bytes::copy_from_slice(&body[28..]),
-        })
+        let mut records = self.read_batch(offset, 1, 0)?;
+        Ok(records
+            .pop()
+            .expect("read_batch returns at least one record"))
     }
 
+    /// Consecutive records from `offset`: at most `max_records`, stopping before `max_bytes` of
+    /// frames, but always at least one. Never crosses a segment boundary (it may return fewer).
     pub fn read_batch(
         &self,
         offset: u64,
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, LogError> {
-        let mut out = vec![self.read(offset)?];
-        let mut bytes = out[0].value.len();
-        let next = self.next_offset();
-        let mut o = offset + 1;
-        while o < next && out.len() < max_records {
-            let r = self.read(o)?;
-            bytes += r.value.len();
-            if bytes > max_bytes {
-                break;
-            }
-            out.push(r);
-            o += 1;
+        let state = self.read_state()?;
+        let (lowest, next) = (state.lowest(), state.next());
+        if offset < lowest || offset >= next {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                lowest,
+                next,
+            });
         }
-        Ok(out)
+        let i = state.segments.partition_point(|s| s.base() <= offset) - 1;
+        state.segments[i].read(offset, max_records, max_bytes, self.config.record_bytes_max)
     }
+
+    /// The first offset whose timestamp is >= `timestamp_ms`, or the next offset if none is.
     pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64, LogError> {
-        let _ = timestamp_ms;
-        Ok(self.next_offset())
+        let state = self.read_state()?;
+        let i = state
+            .segments
+            .partition_point(|s| s.last_timestamp_ms().is_some_and(|t| t < timestamp_ms));
+        Ok(match state.segments.get(i) {
+            Some(segment) => segment.first_at_or_after(timestamp_ms),
+            None => state.next(),
+        })
     }
+
     pub fn lowest_offset(&self) -> u64 {
-        0
+        self.lowest.load(Ordering::SeqCst)
     }
+
     pub fn next_offset(&self) -> u64 {
-        self.inner.lock().next
+        self.next.load(Ordering::SeqCst)
     }
+
+    /// How many `sync` calls have fsync'd since open (group commit shares one among many
+    /// appends).
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Every offset below this is on disk.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
     pub fn info(&self) -> LogInfo {
-        let inner = self.inner.lock();
+        let state = self.state.read();
         LogInfo {
-            lowest_offset: 0,
-            next_offset: inner.next,
-            size_bytes: inner.segs.iter().map(|s| s.size).sum(),
-            segment_count: inner.segs.len() as u32,
-            durable_offset: inner.durable,
+            lowest_offset: self.lowest_offset(),
+            next_offset: self.next_offset(),
+            size_bytes: state.segments.iter().map(Segment::store_bytes).sum(),
+            segment_count: state.segments.len() as u32,
+            durable_offset: self.durable_offset(),
         }
     }
+
+    /// Removes the segments whose records are all below `offset` (never the active segment).
     pub fn truncate_before(&self, offset: u64) -> Result<(), LogError> {
-        let _ = offset;
+        let mut state = self.write_state()?;
+        while state.segments.len() > 1 && state.segments[0].next() <= offset {
+            self.remove_oldest(&mut state)?;
+        }
         Ok(())
     }
+
+    /// Keeps the offsets <= `offset`: `truncate_from(offset + 1)`.
+    pub fn truncate_after(&self, offset: u64) -> Result<(), LogError> {
+        self.truncate_from(offset.saturating_add(1))
+    }
+
+    /// Drops the records at `offset` and after (an uncommitted suffix, for Raft), durably:
+    /// later segments are removed newest first, the directory synced after each removal, then
+    /// the segment holding `offset` is cut and synced. `offset` must be in `lowest..=next`.
     pub fn truncate_from(&self, offset: u64) -> Result<(), LogError> {
-        let _ = offset;
-        Err(LogError::InvalidConfig("fake".into()))
+        let mut state = self.write_state()?;
+        let (lowest, next) = (state.lowest(), state.next());
+        if offset < lowest || offset > next {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                lowest,
+                next,
+            });
+        }
+        if offset == next {
+            return Ok(());
+        }
+        state.truncations += 1;
+        self.durable.fetch_min(offset, Ordering::SeqCst);
+        while state.active().base() > offset {
+            let segment = state.segments.pop().expect("more than one segment");
+            self.remove_segment_files(&segment)?;
+        }
+        let result = state.active_mut().truncate_from(offset, self.limits);
+        self.publish(&state);
+        result.map_err(|e| self.poison(e))
     }
+
+    /// Drops the oldest segments (never the active one) while the log is larger than
+    /// `retention_bytes_max` or their newest record is older than `retention_ms_max`. Returns
+    /// how many were dropped.
     pub fn apply_retention(&self) -> Result<u32, LogError> {
-        Ok(0)
+        let mut state = self.write_state()?;
+        let now_ms = self.clock.now_ms();
+        let mut dropped = 0;
+        while state.segments.len() > 1 && self.expired(&state, now_ms) {
+            self.remove_oldest(&mut state)?;
+            dropped += 1;
+        }
+        Ok(dropped)
     }
+
+    /// Syncs, seals the active segment (index trimmed) and closes the files: the next open needs
+    /// no scan. Later calls return `Closed`; closing twice is fine.
     pub fn close(&self) -> Result<(), LogError> {
-        self.sync()?;
-        self.inner.lock().closed = true;
+        let mut state = self.state.write();
+        if state.closed {
+            return Ok(());
+        }
+        let result = self.close_locked(&mut state);
+        state.closed = true;
+        state.segments.clear();
+        result
+    }
+
+    fn close_locked(&self, state: &mut State) -> Result<(), LogError> {
+        self.check_not_poisoned()?;
+        let active = state.active();
+        if active.is_full(self.limits) && !active.is_empty() {
+            self.roll(state)?;
+        }
+        state.active_mut().seal().map_err(|e| self.poison(e))?;
+        self.durable.fetch_max(state.next(), Ordering::SeqCst);
         Ok(())
     }
+
+    /// Checks a batch against the limits without appending it: `BatchEmpty`, `RecordTooLarge`.
+    pub fn validate(&self, records: &[NewRecord]) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Err(LogError::BatchEmpty);
+        }
+        let max = self.config.record_bytes_max;
+        match records
+            .iter()
+            .find(|r| r.value.len() as u64 > u64::from(max))
+        {
+            Some(r) => Err(LogError::RecordTooLarge {
+                len: r.value.len() as u64,
+                max,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `records` into the active segment, rolling as needed: one write per segment.
+    fn append_locked(
+        &self,
+        state: &mut State,
+        records: &[NewRecord],
+        timestamp_ms: i64,
+    ) -> Result<Range<u64>, LogError> {
+        let first = state.next();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let mut count = state.active().fits(rest, self.limits);
+            if count == 0 {
+                self.roll(state)?;
+                count = state.active().fits(rest, self.limits);
+                assert!(count > 0, "an empty segment takes any valid record");
+            }
+            self.write_frames(state, &rest[..count], timestamp_ms)?;
+            rest = &rest[count..];
+        }
+        state.last_timestamp_ms = timestamp_ms;
+        self.publish(state);
+        Ok(first..state.next())
+    }
+
+    fn write_frames(
+        &self,
+        state: &mut State,
+        records: &[NewRecord],
+        timestamp_ms: i64,
+    ) -> Result<(), LogError> {
+        let State {
+            segments,
+            frames,
+            timestamps,
+            ..
+        } = state;
+        let active = segments.last_mut().expect("an open log has a segment");
+        frames.clear();
+        timestamps.clear();
+        for (i, r) in records.iter().enumerate() {
+            record::encode(frames, active.next() + i as u64, timestamp_ms, r);
+            timestamps.push(timestamp_ms);
+        }
+        let result = active.append_frames(frames, timestamps, self.config.record_bytes_max);
+        if frames.capacity() > FRAMES_BUFFER_KEEP_BYTES {
+            *frames = Vec::new();
+        }
+        result.map_err(|e| self.poison(e))
+    }
+
+    /// Seals the active segment (store synced, index trimmed) and starts a new one at the next
+    /// offset, then syncs the directory.
+    fn roll(&self, state: &mut State) -> Result<(), LogError> {
+        let result = self.roll_inner(state);
+        result.map_err(|e| self.poison(e))
+    }
+
+    fn roll_inner(&self, state: &mut State) -> Result<(), LogError> {
+        let next = state.next();
+        state.active_mut().seal()?;
+        let segment = Segment::create(self.disk.as_ref(), &self.config.dir, next, self.limits)?;
+        state.segments.push(segment);
+        self.sync_dir()?;
+        self.durable.fetch_max(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn remove_oldest(&self, state: &mut State) -> Result<(), LogError> {
+        let segment = state.segments.remove(0);
+        let result = self.remove_segment_files(&segment);
+        self.publish(state);
+        result
+    }
+
+    /// Removes a segment's store, then its index (an index without a store is dropped at open),
+    /// and syncs the directory.
+    fn remove_segment_files(&self, segment: &Segment) -> Result<(), LogError> {
+        let result = (|| {
+            for path in [segment.store_path(), segment.index_path()] {
+                self.disk
+                    .remove_file(path)
+                    .map_err(|e| LogError::io(format!("remove {}", path.display()), e))?;
+            }
+            self.sync_dir()
+        })();
+        result.map_err(|e| self.poison(e))
+    }
+
+    fn expired(&self, state: &State, now_ms: i64) -> bool {
+        let too_big = self
+            .config
+            .retention_bytes_max
+            .is_some_and(|max| state.segments.iter().map(Segment::store_bytes).sum::<u64>() > max);
+        let too_old = self.config.retention_ms_max.is_some_and(|max| {
+            let newest = state.segments[0].last_timestamp_ms().unwrap_or(i64::MAX);
+            newest < now_ms.saturating_sub(i64::try_from(max).unwrap_or(i64::MAX))
+        });
+        too_big || too_old
+    }
+
+    fn sync_dir(&self) -> Result<(), LogError> {
+        let dir = &self.config.dir;
+        self.disk
+            .sync_dir(dir)
+            .map_err(|e| LogError::io(format!("sync {}", dir.display()), e))
+    }
+
+    fn publish(&self, state: &State) {
+        self.lowest.store(state.lowest(), Ordering::SeqCst);
+        self.next.store(state.next(), Ordering::SeqCst);
+    }
+
+    fn read_state(&self) -> Result<parking_lot::RwLockReadGuard<'_, State>, LogError> {
+        let state = self.state.read();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(state)
+    }
+
+    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>, LogError> {
+        let state = self.state.write();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        self.check_not_poisoned()?;
+        Ok(state)
+    }
+
+    fn check_not_poisoned(&self) -> Result<(), LogError> {
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let cause = self.poison_cause.lock().clone().unwrap_or_default();
+        Err(LogError::Poisoned { cause })
+    }
+
+    /// Poisons the log from outside (the committer, when a log task panicked).
+    pub(crate) fn poison_with(&self, cause: String) -> LogError {
+        self.poison(LogError::Poisoned { cause })
+    }
+
+    /// Records the first failure that poisons the log and hands the error back.
+    fn poison(&self, err: LogError) -> LogError {
+        let mut cause = self.poison_cause.lock();
+        if cause.is_none() {
+            *cause = Some(err.to_string());
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+        err
+    }
+}
+
+/// The base offsets of the segments with a store file, ascending; removes index files that have
+/// no store (returning how many).
+fn list_segments(disk: &dyn Disk, dir: &std::path::Path) -> Result<(Vec<u64>, u32), LogError> {
+    let names = disk
+        .list_dir(dir)
+        .map_err(|e| LogError::io(format!("list {}", dir.display()), e))?;
+    let mut found: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
+    for name in &names {
+        if let Some((base, kind)) = segment::parse_file_name(name) {
+            let entry = found.entry(base).or_default();
+            match kind {
+                FileKind::Store => entry.0 = true,
+                FileKind::Index => entry.1 = true,
+            }
+        }
+    }
+    let mut orphans = 0;
+    for (&base, _) in found.iter().filter(|(_, (store, _))| !store) {
+        let path = dir.join(segment::file_name(base, FileKind::Index));
+        disk.remove_file(&path)
+            .map_err(|e| LogError::io(format!("remove {}", path.display()), e))?;
+        orphans += 1;
+    }
+    let bases = found
+        .into_iter()
+        .filter(|(_, (store, _))| *store)
+        .map(|(base, _)| base)
+        .collect();
+    Ok((bases, orphans))
+}
+
+/// Opens every segment (the last one active) and checks that their offsets are dense.
+fn open_segments(
+    disk: &dyn Disk,
+    dir: &std::path::Path,
+    bases: &[u64],
+    limits: SegmentLimits,
+    report: &mut OpenReport,
+) -> Result<Vec<Segment>, LogError> {
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        let active = i + 1 == bases.len();
+        let (segment, recovery) = Segment::open(disk, dir, base, limits, active)?;
+        if let Recovery::Rebuilt { truncated_bytes } = recovery {
+            report.segments_scanned += 1;
+            report.truncated_bytes += truncated_bytes;
+        }
+        if let Some(prev) = segments.last() {
+            if prev.next() != base {
+                return Err(LogError::Corrupt {
+                    segment: prev.store_path().to_path_buf(),
+                    position: prev.store_bytes(),
+                    reason: format!(
+                        "segment ends at offset {} but the next segment starts at {base}: \
+                         records are missing",
+                        prev.next()
+                    ),
+                });
+            }
+        }
+        segments.push(segment);
+    }
+    Ok(segments)
 }

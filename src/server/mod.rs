@@ -45,6 +45,7 @@ pub async fn serve(
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let shutdown = stop_streams_on(node.clone(), shutdown);
     tracing::info!(node_id = %node.config().node_id, "serving");
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -66,10 +67,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let service = LogService::new(node.clone());
+    let shutdown = stop_streams_on(node.clone(), shutdown);
     tonic::transport::Server::builder()
         .add_service(LogServer::new(service))
         .serve_with_shutdown(addr, shutdown)
         .await?;
     node.shutdown().await?;
     Ok(())
+}
+
+/// `shutdown`, then tell the node's streams to end: the server waits for every open call before
+/// it returns, and a following stream would otherwise never end.
+fn stop_streams_on(
+    node: Node,
+    shutdown: impl Future<Output = ()> + Send,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        shutdown.await;
+        node.begin_shutdown();
+    }
 }

@@ -31,6 +31,8 @@ struct NodeInner {
     config: NodeConfig,
     committer: CommitterHandle,
     streams: Arc<Semaphore>,
+    /// Set once the node stops serving: long-lived streams end so the server can drain.
+    stopping: watch::Sender<bool>,
     /// The address clients should use to reach this node (GetServers).
     rpc_addr: String,
 }
@@ -53,11 +55,13 @@ impl Node {
             tokio::spawn(retention_loop(committer.clone()));
         }
         let streams = Arc::new(Semaphore::new(config.limits.streams_max));
+        let (stopping, _) = watch::channel(false);
         Ok(Node {
             inner: Arc::new(NodeInner {
                 config,
                 committer,
                 streams,
+                stopping,
                 rpc_addr,
             }),
         })
@@ -91,6 +95,24 @@ impl Node {
     /// A slot for one long-lived stream, or None when `limits.streams_max` are open.
     pub fn try_acquire_stream(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.streams.clone().try_acquire_owned().ok()
+    }
+
+    /// Tells every long-lived stream to end (with UNAVAILABLE), so a graceful shutdown does not
+    /// wait for clients that follow the tail forever.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Resolves once `begin_shutdown` has been called.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.inner.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
     }
 
     /// Finishes queued appends, syncs and closes the log.

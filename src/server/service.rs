@@ -139,7 +139,13 @@ impl LogService {
         F: Fn(Vec<Record>, u64) -> Vec<M>,
     {
         let mut committed = self.node.watch_committed();
+        let stopping = self.node.stopping();
+        tokio::pin!(stopping);
         loop {
+            if self.node.is_stopping() {
+                let _ = tx.send(Err(shutting_down())).await;
+                return;
+            }
             let high_watermark = *committed.borrow_and_update();
             if offset < high_watermark {
                 let records = match self.read_committed(offset, records_max, bytes_max) {
@@ -161,10 +167,15 @@ impl LogService {
             tokio::select! {
                 biased;
                 _ = tx.closed() => return,
+                _ = &mut stopping => {}
                 changed = committed.changed() => if changed.is_err() { return },
             }
         }
     }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the node is shutting down; reconnect and resume from the next offset")
 }
 
 /// A record as a client sends it: the server assigns offset, term and timestamp; `type` is
@@ -403,8 +414,15 @@ async fn read_produce_stream(
     mut inbound: Streaming<proto::ProduceRequest>,
     pending_tx: mpsc::Sender<Result<crate::log::PendingAppend, Status>>,
 ) {
+    let stopping = service.node.stopping();
+    tokio::pin!(stopping);
     loop {
-        let request = match inbound.message().await {
+        let message = tokio::select! {
+            biased;
+            _ = &mut stopping => Err(shutting_down()),
+            message = inbound.message() => message,
+        };
+        let request = match message {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(status) => {

@@ -1,0 +1,545 @@
+//! `loghouse bench log`: the storage engine alone, beside the machine's own limit.
+//!
+//! Rows: append throughput through the group committer (sync=always and sync=never; 100 B,
+//! 1 KiB and 64 KiB records; 1, 8 and 64 concurrent appenders), building a large log with
+//! direct batched appends, a sequential scan with `read_batch`, random reads by offset, opening
+//! the large log after a clean close, after a crash (dropped without close: the active index is
+//! left pre-grown, which forces the scan path) and with every index deleted (a full scan), and
+//! `dd ... conv=fdatasync` in the same directory. Each row is bounded by a record count and a
+//! time budget. Peak RSS (VmHWM, reset before each row where the kernel allows) is printed
+//! beside each row. It measures; it asserts nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+
+use crate::io::{StdDisk, SystemClock};
+use crate::log::{Committer, Log, LogConfig, NewRecord, SyncPolicy};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogBenchOptions {
+    /// Directory to hold the bench data (a temporary directory is made inside it and removed).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Small sizes and short rows, for CI smoke runs.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+impl Default for LogBenchOptions {
+    fn default() -> Self {
+        LogBenchOptions {
+            dir: PathBuf::from("."),
+            quick: false,
+        }
+    }
+}
+
+/// Sizes and budgets of one run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    row_time: Duration,
+    row_bytes_max: u64,
+    row_records_max: u64,
+    big_log_bytes: u64,
+    dd_mib: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        match quick {
+            true => Plan {
+                row_time: Duration::from_millis(50),
+                row_bytes_max: 4 << 20,
+                row_records_max: 10_000,
+                big_log_bytes: 16 << 20,
+                dd_mib: 8,
+            },
+            false => Plan {
+                row_time: Duration::from_millis(2500),
+                row_bytes_max: 1 << 30,
+                row_records_max: 2_000_000,
+                big_log_bytes: 1 << 30,
+                dd_mib: 256,
+            },
+        }
+    }
+}
+
+/// One measured row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub peak_rss: String,
+    pub note: String,
+    /// Whether MB/s and records/s mean anything for this row (not for open times).
+    pub rates: bool,
+}
+
+impl Row {
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+    pub fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs every row and prints one table.
+pub fn run(options: LogBenchOptions) -> anyhow::Result<()> {
+    let rows = measure(&options)?;
+    print_table(&options, &rows);
+    Ok(())
+}
+
+/// Runs every row and returns them.
+pub fn measure(options: &LogBenchOptions) -> anyhow::Result<Vec<Row>> {
+    let plan = Plan::new(options.quick);
+    let root = tempfile::Builder::new()
+        .prefix(".loghouse-bench-log-")
+        .tempdir_in(&options.dir)
+        .with_context(|| {
+            format!(
+                "creating a temporary directory in {}",
+                options.dir.display()
+            )
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut rows = vec![dd_row(root.path(), plan)?];
+    for (policy, name) in [(SyncPolicy::Always, "always"), (SyncPolicy::Never, "never")] {
+        for record_bytes in [100usize, 1024, 64 << 10] {
+            for appenders in [1usize, 8, 64] {
+                let dir = root
+                    .path()
+                    .join(format!("append-{name}-{record_bytes}-{appenders}"));
+                let label = format!(
+                    "append sync={name} {} x {appenders}",
+                    size_label(record_bytes)
+                );
+                let row = measured(label, || {
+                    runtime.block_on(append_row(&dir, policy, record_bytes, appenders, plan))
+                })?;
+                std::fs::remove_dir_all(&dir).ok();
+                rows.push(row);
+            }
+        }
+    }
+    rows.extend(big_log_rows(&root.path().join("big"), plan)?);
+    Ok(rows)
+}
+
+/// Runs `work` with the peak-RSS counter reset and names the row.
+fn measured(name: String, work: impl FnOnce() -> anyhow::Result<Row>) -> anyhow::Result<Row> {
+    // Resets VmHWM; not every kernel or container allows it, and the number is then the
+    // process's peak so far.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let mut row = work()?;
+    row.name = name;
+    row.peak_rss = super::peak_rss_of_self().unwrap_or_else(|| "n/a".into());
+    Ok(row)
+}
+
+fn config(dir: &Path, sync: SyncPolicy) -> LogConfig {
+    LogConfig {
+        sync,
+        record_bytes_max: 1 << 20,
+        ..LogConfig::new(dir)
+    }
+}
+
+async fn append_row(
+    dir: &Path,
+    sync: SyncPolicy,
+    record_bytes: usize,
+    appenders: usize,
+    plan: Plan,
+) -> anyhow::Result<Row> {
+    let log = Arc::new(Log::open(
+        Arc::new(StdDisk),
+        Arc::new(SystemClock),
+        config(dir, sync),
+    )?);
+    let committer = Committer::start(log.clone(), 4096);
+    let value = Bytes::from(pseudo_random_bytes(record_bytes, 7));
+    let records_max = plan
+        .row_records_max
+        .min(plan.row_bytes_max / record_bytes as u64)
+        .max(appenders as u64);
+    let per_appender = records_max / appenders as u64;
+    let syncs_before = log.sync_count();
+    let start = Instant::now();
+    let deadline = start + plan.row_time;
+    let mut tasks = Vec::with_capacity(appenders);
+    for _ in 0..appenders {
+        let committer = committer.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            loop {
+                committer
+                    .append(vec![NewRecord::data(value.clone())])
+                    .await?;
+                done += 1;
+                if done >= per_appender || Instant::now() >= deadline {
+                    return anyhow::Ok(done);
+                }
+            }
+        }));
+    }
+    let mut records = 0;
+    for task in tasks {
+        records += task.await??;
+    }
+    let elapsed = start.elapsed();
+    let syncs_note = match sync {
+        SyncPolicy::Always => format!(
+            "{:.1} records/fsync",
+            records as f64 / log.sync_count().saturating_sub(syncs_before).max(1) as f64
+        ),
+        _ => String::new(),
+    };
+    committer.shutdown().await?;
+    Ok(Row {
+        name: String::new(),
+        records,
+        bytes: records * record_bytes as u64,
+        elapsed,
+        peak_rss: String::new(),
+        rates: true,
+        note: syncs_note,
+    })
+}
+
+/// Builds a large log with direct batched appends, then scans it, reads at random and opens it
+/// after a clean close, after a crash and with every index deleted.
+fn big_log_rows(dir: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let record_bytes = 1024usize;
+    let frame_bytes = crate::log::record::frame_len(record_bytes) as u64;
+    let total_records = plan.big_log_bytes / frame_bytes;
+    let mut rows = Vec::new();
+    let open = || -> anyhow::Result<Log> {
+        Ok(Log::open(
+            Arc::new(StdDisk),
+            Arc::new(SystemClock),
+            config(dir, SyncPolicy::Never),
+        )?)
+    };
+    let log = open()?;
+    rows.push(measured(
+        format!(
+            "build {} log: append batches of 1000, sync once",
+            mib(plan.big_log_bytes)
+        ),
+        || build_log(&log, total_records, record_bytes),
+    )?);
+    rows.push(measured(
+        "sequential scan (read_batch, 1 MiB)".into(),
+        || scan_row(&log),
+    )?);
+    rows.push(measured("random read by offset (1 KiB)".into(), || {
+        random_read_row(&log, plan)
+    })?);
+    log.close()?;
+    rows.push(measured("open after clean close".into(), || {
+        open_row(&open)
+    })?);
+    // open_row dropped the log without closing it: a crash. The active index stays pre-grown.
+    rows.push(measured(
+        "open after crash (active index pre-grown)".into(),
+        || open_row(&open),
+    )?);
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "index") {
+            std::fs::remove_file(path)?;
+        }
+    }
+    rows.push(measured(
+        "open with every index deleted (full scan)".into(),
+        || open_row(&open),
+    )?);
+    Ok(rows)
+}
+
+fn build_log(log: &Log, total_records: u64, record_bytes: usize) -> anyhow::Result<Row> {
+    let value = Bytes::from(pseudo_random_bytes(record_bytes, 11));
+    let batch: Vec<NewRecord> = (0..1000).map(|_| NewRecord::data(value.clone())).collect();
+    let start = Instant::now();
+    let mut records = 0;
+    while records < total_records {
+        let n = (total_records - records).min(batch.len() as u64) as usize;
+        log.append(&batch[..n])?;
+        records += n as u64;
+    }
+    log.sync()?;
+    Ok(Row {
+        name: String::new(),
+        records,
+        bytes: records * record_bytes as u64,
+        elapsed: start.elapsed(),
+        peak_rss: String::new(),
+        rates: true,
+        note: format!("{} segments", log.info().segment_count),
+    })
+}
+
+fn scan_row(log: &Log) -> anyhow::Result<Row> {
+    let start = Instant::now();
+    let (mut offset, next) = (log.lowest_offset(), log.next_offset());
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while offset < next {
+        let batch = log.read_batch(offset, 100_000, 1 << 20)?;
+        records += batch.len() as u64;
+        bytes += batch.iter().map(|r| r.value.len() as u64).sum::<u64>();
+        offset += batch.len() as u64;
+    }
+    Ok(Row {
+        name: String::new(),
+        records,
+        bytes,
+        elapsed: start.elapsed(),
+        peak_rss: String::new(),
+        rates: true,
+        note: "page cache warm; CRC checked".into(),
+    })
+}
+
+fn random_read_row(log: &Log, plan: Plan) -> anyhow::Result<Row> {
+    let (lowest, next) = (log.lowest_offset(), log.next_offset());
+    let span = next - lowest;
+    let mut rng = SplitMix64(42);
+    let start = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while records < plan.row_records_max && start.elapsed() < plan.row_time {
+        for _ in 0..256 {
+            let record = log.read(lowest + rng.next() % span)?;
+            bytes += record.value.len() as u64;
+            records += 1;
+        }
+    }
+    Ok(Row {
+        name: String::new(),
+        records,
+        bytes,
+        elapsed: start.elapsed(),
+        peak_rss: String::new(),
+        rates: true,
+        note: "page cache warm".into(),
+    })
+}
+
+/// Times one open (the log is then dropped without closing: a crash for the next open).
+fn open_row(open: &dyn Fn() -> anyhow::Result<Log>) -> anyhow::Result<Row> {
+    let start = Instant::now();
+    let log = open()?;
+    let elapsed = start.elapsed();
+    let report = log.open_report();
+    let info = log.info();
+    Ok(Row {
+        name: String::new(),
+        records: info.next_offset - info.lowest_offset,
+        bytes: info.size_bytes,
+        elapsed,
+        peak_rss: String::new(),
+        rates: false,
+        note: format!(
+            "{} ms; {} of {} segments scanned",
+            fmt_ms(elapsed),
+            report.segments_scanned,
+            info.segment_count
+        ),
+    })
+}
+
+/// `dd if=<random file> of=<dir>/dd.out bs=1M count=N conv=fdatasync`, parsed from its stderr.
+fn dd_row(dir: &Path, plan: Plan) -> anyhow::Result<Row> {
+    let source = dir.join("dd.in");
+    std::fs::write(
+        &source,
+        pseudo_random_bytes((plan.dd_mib << 20) as usize, 3),
+    )?;
+    let target = dir.join("dd.out");
+    let output = std::process::Command::new("dd")
+        .arg(format!("if={}", source.display()))
+        .arg(format!("of={}", target.display()))
+        .args(["bs=1M", &format!("count={}", plan.dd_mib), "conv=fdatasync"])
+        .output()
+        .context("running dd")?;
+    anyhow::ensure!(output.status.success(), "dd failed: {:?}", output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (bytes, seconds) =
+        parse_dd(&stderr).with_context(|| format!("cannot parse dd's output: {stderr:?}"))?;
+    std::fs::remove_file(&source).ok();
+    std::fs::remove_file(&target).ok();
+    Ok(Row {
+        name: format!("machine: dd bs=1M count={} conv=fdatasync", plan.dd_mib),
+        records: 0,
+        bytes,
+        elapsed: Duration::from_secs_f64(seconds),
+        peak_rss: "-".into(),
+        rates: true,
+        note: "same directory".into(),
+    })
+}
+
+/// Bytes and seconds from dd's summary line: `N bytes (...) copied, S s, R MB/s`.
+fn parse_dd(stderr: &str) -> Option<(u64, f64)> {
+    let line = stderr.lines().rev().find(|l| l.contains("copied"))?;
+    let bytes = line.split_whitespace().next()?.parse().ok()?;
+    let after = line.split("copied,").nth(1)?;
+    let seconds = after.split_whitespace().next()?.parse().ok()?;
+    Some((bytes, seconds))
+}
+
+fn print_table(options: &LogBenchOptions, rows: &[Row]) {
+    println!(
+        "loghouse bench log{} (dir {})",
+        if options.quick { " --quick" } else { "" },
+        options.dir.display()
+    );
+    println!(
+        "{:<52} {:>10} {:>10} {:>12} {:>10}  note",
+        "row", "records", "MB/s", "records/s", "peak RSS"
+    );
+    for row in rows {
+        let (mb_per_s, records_per_s) = match (row.rates, row.records) {
+            (false, _) => ("-".to_string(), "-".to_string()),
+            (true, 0) => (format!("{:.1}", row.mb_per_s()), "-".to_string()),
+            (true, _) => (
+                format!("{:.1}", row.mb_per_s()),
+                format!("{:.0}", row.records_per_s()),
+            ),
+        };
+        println!(
+            "{:<52} {:>10} {:>10} {:>12} {:>10}  {}",
+            row.name, row.records, mb_per_s, records_per_s, row.peak_rss, row.note
+        );
+    }
+    print_targets(rows);
+}
+
+fn print_targets(rows: &[Row]) {
+    let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix));
+    let (Some(dd), Some(always)) = (find("machine: dd"), find("append sync=always 1 KiB x 64"))
+    else {
+        return;
+    };
+    let ratio = always.mb_per_s() / dd.mb_per_s();
+    println!(
+        "target sync=always 1 KiB x 64 >= 70% of dd: {:.0}% ({})",
+        ratio * 100.0,
+        met(ratio >= 0.7)
+    );
+    if let Some(scan) = find("sequential scan") {
+        let gb = scan.mb_per_s() / 1000.0;
+        println!(
+            "target sequential scan >= 2 GB/s: {gb:.2} GB/s ({})",
+            met(gb >= 2.0)
+        );
+    }
+    for (prefix, limit_ms) in [
+        ("open after crash", 1000.0),
+        ("open with every", 1000.0),
+        ("open after clean", 50.0),
+    ] {
+        if let Some(row) = find(prefix) {
+            let ms = row.elapsed.as_secs_f64() * 1000.0;
+            println!(
+                "target {prefix} <= {limit_ms} ms: {ms:.1} ms ({})",
+                met(ms <= limit_ms)
+            );
+        }
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn size_label(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b => format!("{b} B"),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{} GiB", b >> 30),
+        b => format!("{} MiB", b >> 20),
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// Deterministic filler bytes (incompressible enough for a disk benchmark).
+fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dd_output_is_parsed() {
+        let stderr = "256+0 records in\n256+0 records out\n\
+                      268435456 bytes (268 MB, 256 MiB) copied, 0.725 s, 370 MB/s\n";
+        assert_eq!(parse_dd(stderr), Some((268_435_456, 0.725)));
+        assert_eq!(parse_dd("garbage"), None);
+    }
+
+    /// The full run: `cargo test --release --lib -- --ignored bench_log`.
+    #[test]
+    #[ignore]
+    fn bench_log_full() {
+        run(LogBenchOptions::default()).unwrap();
+    }
+
+    /// The quick run (what CI smoke runs use) measures every row.
+    #[test]
+    fn bench_log_quick() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogBenchOptions {
+            dir: dir.path().to_owned(),
+            quick: true,
+        };
+        let rows = measure(&options).unwrap();
+        assert_eq!(rows.len(), 1 + 18 + 6);
+        assert!(rows.iter().all(|r| r.bytes > 0), "{rows:?}");
+        print_table(&options, &rows);
+    }
+}
