@@ -5,6 +5,7 @@
 //! A node's disk and clock live here, outside the madsim node, so they survive a kill: a restart
 //! runs the node's init task again, which reopens (recovers) the log from whatever the disk kept.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,6 +31,8 @@ const REOPEN_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct Shared {
     pub history: Mutex<History>,
+    /// The last error of each node whose log does not open (cleared when it opens).
+    pub open_errors: Mutex<BTreeMap<usize, String>>,
     trace: Mutex<Trace>,
 }
 
@@ -37,6 +40,7 @@ impl Shared {
     pub fn new(print_trace: bool) -> Arc<Shared> {
         Arc::new(Shared {
             history: Mutex::new(History::default()),
+            open_errors: Mutex::new(BTreeMap::new()),
             trace: Mutex::new(Trace::new(print_trace)),
         })
     }
@@ -257,10 +261,12 @@ async fn run_node(
             Ok(node) => break node,
             Err(error) => {
                 shared.event(format!("node {index} open failed: {error}"));
+                shared.open_errors.lock().insert(index, error.to_string());
                 tokio::time::sleep(REOPEN_DELAY).await;
             }
         }
     };
+    shared.open_errors.lock().remove(&index);
     let info = node.log().info();
     shared.event(format!(
         "node {index} opened: offsets [{}, {}) in {} segments",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use loghouse::client::Client;
 use loghouse::config::NodeConfig;
-use loghouse::io::Disk;
+use loghouse::io::{Disk, SimDisk};
 use madsim::rand::RngCore;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
@@ -71,10 +71,10 @@ impl Params {
         Params {
             segment_bytes_max: [1_100, 2_048, 4_096][rng.below(3) as usize],
             index_entries: [4, 16, 64][rng.below(3) as usize],
-            producers: rng.between(1, 3) as u32,
+            producers: rng.between(1, 4) as u32,
             readers: rng.between(1, 2) as u32,
             followers: rng.between(1, 2) as u32,
-            safety_ms: rng.between(10_000, 25_000),
+            safety_ms: rng.between(15_000, 45_000),
             intensity: Intensity {
                 mean_gap_ms: rng.between(200, 1_000),
                 bit_flips: rng.percent(50),
@@ -312,10 +312,26 @@ struct SegmentFiles {
     index: Option<PathBuf>,
 }
 
-/// The segments in `dir`, by base offset. A file whose name starts with a number is a segment
-/// file; one whose extension mentions "index" or "idx" is its index, any other its store.
+/// The segments in `dir` (as listed now), by base offset.
 fn segments(disk: &dyn Disk, dir: &Path) -> Vec<SegmentFiles> {
-    let mut names = disk.list_dir(dir).unwrap_or_default();
+    segments_named(dir, disk.list_dir(dir).unwrap_or_default())
+}
+
+/// The segments in `dir` that would survive a crash now (the disk's durable namespace). Only
+/// these tell which segments are sealed on disk: a segment whose successor exists only in the
+/// live namespace is still the last one after a crash, and recovery may treat damage in its last
+/// record as a torn tail.
+fn segments_durable(disk: &SimDisk, dir: &Path) -> Vec<SegmentFiles> {
+    let names = (disk.files_durable().iter())
+        .filter(|path| path.parent() == Some(dir))
+        .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+        .collect();
+    segments_named(dir, names)
+}
+
+/// Groups file names into segments by base offset. A file whose name starts with a number is a
+/// segment file; one whose extension mentions "index" or "idx" is its index, any other its store.
+fn segments_named(dir: &Path, mut names: Vec<String>) -> Vec<SegmentFiles> {
     names.sort();
     let mut out: Vec<SegmentFiles> = Vec::new();
     for name in names {
@@ -345,10 +361,11 @@ fn segments(disk: &dyn Disk, dir: &Path) -> Vec<SegmentFiles> {
     out
 }
 
-/// Flips a bit in a sealed segment (any but the newest) and records which offsets it may damage.
+/// Flips a bit in a segment sealed on disk (any but the newest durable one) and records which
+/// offsets it may damage.
 fn flip_bit(cluster: &Cluster, node: usize, pick: u64, position: u64, bit: u8, index_file: bool) {
     let sim_node = &cluster.nodes[node];
-    let segments = segments(&sim_node.disk, &sim_node.log_dir());
+    let segments = segments_durable(&sim_node.disk, &sim_node.log_dir());
     if segments.len() < 2 {
         cluster.shared.event(format!(
             "bit flip on node {node} skipped: no sealed segment"
@@ -430,6 +447,9 @@ async fn liveness_phase(cluster: &mut Cluster, params: &Params, bug: Option<Bug>
     match check.await {
         Ok(found) => failures.extend(found),
         Err(error) => failures.push(format!("the liveness check task failed: {error}")),
+    }
+    for (node, error) in cluster.shared.open_errors.lock().iter() {
+        failures.push(format!("node {node} does not open its log: {error}"));
     }
     let mut history = cluster.shared.history.lock();
     history.liveness_failures.extend(failures);

@@ -16,6 +16,8 @@
 //! - LOGHOUSE_SIM_JOBS: seed processes at once (default 2)
 //! - LOGHOUSE_SIM_SEED_TIMEOUT_S: real seconds before a seed process is killed (default 300)
 //! - LOGHOUSE_SIM_TARGET_DIR: where the madsim build goes (default `<target>/sim`)
+//! - LOGHOUSE_SIM_PROFILE: the cargo profile of that build (default `sim`, from
+//!   .cargo/config.toml: optimized, with debug assertions and overflow checks)
 //!
 //! Soak: `LOGHOUSE_SIM_SEEDS=2000 LOGHOUSE_SIM_SEED_START=$RANDOM cargo test --features sim --test sim`
 //! runs 2000 seeds and reports seeds/minute and the time-compression ratio.
@@ -169,22 +171,24 @@ fn sim_target_dir() -> PathBuf {
 fn build_runner(target_dir: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let profile = std::env::var("LOGHOUSE_SIM_PROFILE").unwrap_or_else(|_| "sim".into());
     let started = Instant::now();
     println!(
-        "simulation: building the seed runner with --cfg madsim in {}",
+        "simulation: building the seed runner with --cfg madsim (profile {profile}) in {}",
         target_dir.display()
     );
     let mut command = Command::new(cargo);
     command
+        .args(["test", "--locked", "--test", "simulation", "--no-run"])
         .args([
-            "test",
-            "--test",
-            "simulation",
-            "--no-run",
+            "--profile",
+            &profile,
             "--message-format=json-render-diagnostics",
         ])
         .arg("--manifest-path")
         .arg(&manifest)
+        // Cargo reads .cargo/config.toml (the `sim` profile) from the working directory.
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("RUSTFLAGS", "--cfg madsim")
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
