@@ -14,6 +14,8 @@ pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("log.v1");
 
-    /// The encoded file descriptor set, for gRPC server reflection.
+    /// The encoded file descriptor set, for gRPC server reflection (absent in madsim-tonic, which
+    /// has no reflection service).
+    #[cfg(not(madsim))]
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("log_descriptor");
 }

@@ -214,11 +214,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sync = %node.log().config().sync,
         "loghouse node ready"
     );
+    // madsim-tonic serves on an address, not a listener (the binary is only compiled there).
+    #[cfg(madsim)]
+    let listener = listener.local_addr()?;
     loghouse::server::serve(node, listener, shutdown_signal()).await?;
     tracing::info!("loghouse node stopped cleanly");
     Ok(())
 }
 
+/// madsim-tokio has only Ctrl-C (the binary is only compiled there, never run).
+#[cfg(madsim)]
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(madsim))]
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -40,6 +40,12 @@ impl EmbeddedNode {
             let stopped = async {
                 let _ = stop.await;
             };
+            // madsim-tonic serves on an address, not a listener.
+            #[cfg(madsim)]
+            let listener = match listener.local_addr() {
+                Ok(addr) => addr,
+                Err(error) => return eprintln!("embedded node failed: {error}"),
+            };
             if let Err(error) = crate::server::serve(node, listener, stopped).await {
                 eprintln!("embedded node failed: {error}");
             }

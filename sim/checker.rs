@@ -1,0 +1,288 @@
+//! The invariants, as pure functions over a `History`. Each returns the violations it found.
+//!
+//! - no acknowledged record is lost (records a bit flip damaged excepted: they may read as
+//!   DATA_LOSS, never as another value);
+//! - each offset maps to one value forever, and each value sits at one offset at most;
+//! - offsets are dense: the final scan reads every offset below the log's end;
+//! - consuming streams deliver consecutive offsets from where they started;
+//! - nothing served fails its checksum or is a value nobody produced, and DATA_LOSS is only ever
+//!   answered for records a bit flip damaged;
+//! - record timestamps never decrease along the log (whatever the clock skew);
+//! - the liveness phase met its bounds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::history::{Decoded, History, ReadOutcome};
+use crate::value::ValueId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.detail)
+    }
+}
+
+fn violation(invariant: &'static str, detail: String) -> Violation {
+    Violation { invariant, detail }
+}
+
+pub const ACKED_LOST: &str = "acked-record-lost";
+pub const OFFSET_REUSED: &str = "offset-maps-to-two-values";
+pub const DUPLICATED: &str = "value-at-two-offsets";
+pub const GAP: &str = "offsets-not-dense";
+pub const STREAM_ORDER: &str = "stream-out-of-order";
+pub const BAD_VALUE: &str = "corrupt-or-unknown-value-served";
+pub const DATA_LOSS: &str = "data-loss-without-bit-flip";
+pub const TIME_BACKWARDS: &str = "timestamps-decrease";
+pub const LIVENESS: &str = "liveness";
+
+/// Every invariant, in a fixed order.
+pub fn check(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    out.extend(check_values_intact(history));
+    out.extend(check_offsets_unique(history));
+    out.extend(check_values_once(history));
+    out.extend(check_data_loss_only_flipped(history));
+    out.extend(check_acked_durable(history));
+    out.extend(check_dense(history));
+    out.extend(check_stream_order(history));
+    out.extend(check_timestamps(history));
+    out.extend(check_liveness(history));
+    out
+}
+
+/// Every (node, offset, decoded value) that a read, a stream or the final scan returned.
+fn observed_values(history: &History) -> Vec<(usize, u64, &Decoded)> {
+    let mut out = Vec::new();
+    for read in &history.reads {
+        if let ReadOutcome::Value(decoded) = &read.outcome {
+            out.push((read.node, read.offset, decoded));
+        }
+    }
+    for session in &history.sessions {
+        out.extend(session.delivered.iter().map(|(o, d)| (session.node, *o, d)));
+    }
+    if let Some(scan) = &history.final_scan {
+        for (offset, outcome) in &scan.entries {
+            if let ReadOutcome::Value(decoded) = outcome {
+                out.push((scan.node, *offset, decoded));
+            }
+        }
+    }
+    out
+}
+
+/// Nothing served fails its checksum, and every value served was produced by the workload.
+pub fn check_values_intact(history: &History) -> Vec<Violation> {
+    let produced: BTreeSet<ValueId> = history.produces.iter().map(|p| p.id).collect();
+    let mut out = Vec::new();
+    for (node, offset, decoded) in observed_values(history) {
+        match decoded {
+            Err(reason) => out.push(violation(
+                BAD_VALUE,
+                format!("node {node} served offset {offset} with a damaged value: {reason}"),
+            )),
+            Ok(id) if !produced.contains(id) => out.push(violation(
+                BAD_VALUE,
+                format!("node {node} served offset {offset} = {id}, which was never produced"),
+            )),
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+/// Each offset maps to one value: acknowledgements and every read agree.
+pub fn check_offsets_unique(history: &History) -> Vec<Violation> {
+    let mut first: BTreeMap<u64, (ValueId, String)> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut see = |offset: u64, id: ValueId, source: String| match first.get(&offset) {
+        None => {
+            first.insert(offset, (id, source));
+        }
+        Some((seen, seen_source)) if *seen != id => out.push(violation(
+            OFFSET_REUSED,
+            format!("offset {offset} held {seen} ({seen_source}) and {id} ({source})"),
+        )),
+        Some(_) => {}
+    };
+    for (id, offset) in history.acked() {
+        see(offset, id, "acknowledged".into());
+    }
+    for (node, offset, decoded) in observed_values(history) {
+        if let Ok(id) = decoded {
+            see(offset, *id, format!("read on node {node}"));
+        }
+    }
+    out
+}
+
+/// Each value is at one offset at most (a produce that failed or timed out may have been appended,
+/// but only once), and an acknowledged value is nowhere but where it was acknowledged.
+pub fn check_values_once(history: &History) -> Vec<Violation> {
+    let mut offsets: BTreeMap<ValueId, BTreeSet<u64>> = BTreeMap::new();
+    for (id, offset) in history.acked() {
+        offsets.entry(id).or_default().insert(offset);
+    }
+    for (_, offset, decoded) in observed_values(history) {
+        if let Ok(id) = decoded {
+            offsets.entry(*id).or_default().insert(offset);
+        }
+    }
+    offsets
+        .into_iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(id, at)| violation(DUPLICATED, format!("{id} is at offsets {at:?}")))
+        .collect()
+}
+
+/// DATA_LOSS is answered only for offsets a bit flip may have damaged.
+pub fn check_data_loss_only_flipped(history: &History) -> Vec<Violation> {
+    let mut losses: Vec<(usize, u64, &str)> = history
+        .reads
+        .iter()
+        .filter(|r| r.outcome == ReadOutcome::DataLoss)
+        .map(|r| (r.node, r.offset, "a read"))
+        .collect();
+    if let Some(scan) = &history.final_scan {
+        losses.extend(
+            (scan.entries.iter())
+                .filter(|(_, outcome)| **outcome == ReadOutcome::DataLoss)
+                .map(|(offset, _)| (scan.node, *offset, "the final scan")),
+        );
+    }
+    losses
+        .into_iter()
+        .filter(|(node, offset, _)| !history.flipped(*node, *offset))
+        .map(|(node, offset, source)| {
+            violation(
+                DATA_LOSS,
+                format!("node {node} answered DATA_LOSS for offset {offset} to {source}, and no bit flip touched it"),
+            )
+        })
+        .collect()
+}
+
+/// Every acknowledged value is in the final scan at its offset (DATA_LOSS accepted where a bit
+/// flip may have damaged it; another value there is `check_offsets_unique`'s to report).
+pub fn check_acked_durable(history: &History) -> Vec<Violation> {
+    let Some(scan) = &history.final_scan else {
+        let acked = history.acked().count();
+        return vec![violation(
+            ACKED_LOST,
+            format!("no final scan: {acked} acknowledged records unchecked"),
+        )];
+    };
+    let mut out = Vec::new();
+    for (id, offset) in history.acked() {
+        let fine = match scan.entries.get(&offset) {
+            Some(ReadOutcome::Value(_)) => true,
+            Some(ReadOutcome::DataLoss) => history.flipped(scan.node, offset),
+            Some(ReadOutcome::Error(_)) | None => false,
+        };
+        if !fine {
+            let found = match scan.entries.get(&offset) {
+                Some(outcome) => format!("{outcome:?}"),
+                None if offset >= scan.next_offset => {
+                    format!("nothing: the log ends at {}", scan.next_offset)
+                }
+                None => "nothing".into(),
+            };
+            out.push(violation(
+                ACKED_LOST,
+                format!("{id} acknowledged at offset {offset}; the final scan found {found}"),
+            ));
+        }
+    }
+    out
+}
+
+/// The final scan read every offset in [lowest, next): a value, or DATA_LOSS where a flip was.
+pub fn check_dense(history: &History) -> Vec<Violation> {
+    let Some(scan) = &history.final_scan else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut missing: Vec<u64> = Vec::new();
+    for offset in scan.lowest_offset..scan.next_offset {
+        match scan.entries.get(&offset) {
+            Some(ReadOutcome::Value(_)) | Some(ReadOutcome::DataLoss) => {}
+            Some(ReadOutcome::Error(_)) | None => missing.push(offset),
+        }
+    }
+    if let Some(first) = missing.first() {
+        out.push(violation(
+            GAP,
+            format!(
+                "{} offsets in [{}, {}) did not read back (first: {first}: {:?})",
+                missing.len(),
+                scan.lowest_offset,
+                scan.next_offset,
+                scan.entries.get(first)
+            ),
+        ));
+    }
+    if let Some(beyond) = scan.entries.keys().find(|o| **o >= scan.next_offset) {
+        out.push(violation(
+            GAP,
+            format!(
+                "the final scan read offset {beyond}, at or past the log's end {}",
+                scan.next_offset
+            ),
+        ));
+    }
+    out
+}
+
+/// A consuming stream delivers start, start+1, ... with no gap, repeat or reordering.
+pub fn check_stream_order(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for session in &history.sessions {
+        let expected_offsets = session.start..;
+        let first_wrong = (expected_offsets.zip(&session.delivered))
+            .find(|(expected, (offset, _))| offset != expected);
+        if let Some((expected, (offset, _))) = first_wrong {
+            out.push(violation(
+                STREAM_ORDER,
+                format!(
+                    "consumer {} stream from {} on node {}: expected offset {expected}, got {offset}",
+                    session.consumer, session.start, session.node
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Append times never decrease along the log (the engine clamps a clock that went backwards).
+pub fn check_timestamps(history: &History) -> Vec<Violation> {
+    let Some(scan) = &history.final_scan else {
+        return Vec::new();
+    };
+    let times: Vec<(&u64, &i64)> = scan.timestamps_ms.iter().collect();
+    (times.windows(2))
+        .find(|pair| pair[1].1 < pair[0].1)
+        .map(|pair| {
+            violation(
+                TIME_BACKWARDS,
+                format!(
+                    "offset {} has timestamp {} ms, before offset {}'s {} ms",
+                    pair[1].0, pair[1].1, pair[0].0, pair[0].1
+                ),
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
+pub fn check_liveness(history: &History) -> Vec<Violation> {
+    (history.liveness_failures.iter())
+        .map(|failure| violation(LIVENESS, failure.clone()))
+        .collect()
+}

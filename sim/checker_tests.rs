@@ -1,0 +1,313 @@
+//! Unit tests of the simulation's pure parts (checker, values, fault planner) on hand-made
+//! histories: they run in plain `cargo test`, without the simulator.
+
+// The modules are shared with the seed runner, which uses parts these tests do not.
+#![allow(dead_code)]
+
+#[path = "checker.rs"]
+mod checker;
+#[path = "faults.rs"]
+mod faults;
+#[path = "history.rs"]
+mod history;
+#[path = "rng.rs"]
+mod rng;
+#[path = "value.rs"]
+mod value;
+
+use std::collections::BTreeMap;
+
+use checker::*;
+use history::*;
+use value::ValueId;
+
+fn id(producer: u32, seq: u64) -> ValueId {
+    ValueId { producer, seq }
+}
+
+fn acked(id: ValueId, offset: u64) -> Produce {
+    Produce {
+        id,
+        phase: Phase::Safety,
+        outcome: ProduceOutcome::Acked { offset },
+    }
+}
+
+fn maybe(id: ValueId) -> Produce {
+    Produce {
+        id,
+        phase: Phase::Safety,
+        outcome: ProduceOutcome::Maybe {
+            reason: "timeout".into(),
+        },
+    }
+}
+
+fn scan(next_offset: u64, entries: &[(u64, ReadOutcome)]) -> FinalScan {
+    let timestamps_ms = (0..next_offset)
+        .map(|o| (o, 1_000 + o as i64 / 2))
+        .collect();
+    FinalScan {
+        node: 0,
+        lowest_offset: 0,
+        next_offset,
+        entries: entries.iter().cloned().collect::<BTreeMap<_, _>>(),
+        timestamps_ms,
+    }
+}
+
+fn value_at(id: ValueId) -> ReadOutcome {
+    ReadOutcome::Value(Ok(id))
+}
+
+/// Three acknowledged values at 0..3, one maybe-appended value at 3, all read back.
+fn good_history() -> History {
+    History {
+        produces: vec![
+            acked(id(0, 0), 0),
+            acked(id(0, 1), 1),
+            acked(id(1, 0), 2),
+            maybe(id(1, 1)),
+            maybe(id(1, 2)),
+        ],
+        reads: vec![Read {
+            node: 0,
+            offset: 1,
+            outcome: value_at(id(0, 1)),
+        }],
+        sessions: vec![StreamSession {
+            consumer: 0,
+            node: 0,
+            start: 1,
+            delivered: vec![(1, Ok(id(0, 1))), (2, Ok(id(1, 0)))],
+            end: "idle".into(),
+        }],
+        final_scan: Some(scan(
+            4,
+            &[
+                (0, value_at(id(0, 0))),
+                (1, value_at(id(0, 1))),
+                (2, value_at(id(1, 0))),
+                (3, value_at(id(1, 1))),
+            ],
+        )),
+        ..History::default()
+    }
+}
+
+fn invariants(violations: &[Violation]) -> Vec<&'static str> {
+    violations.iter().map(|v| v.invariant).collect()
+}
+
+#[test]
+fn a_consistent_history_passes() {
+    assert_eq!(check(&good_history()), vec![]);
+}
+
+#[test]
+fn an_acknowledged_record_missing_from_the_end_of_the_log_is_lost() {
+    let mut h = good_history();
+    h.final_scan = Some(scan(2, &[(0, value_at(id(0, 0))), (1, value_at(id(0, 1)))]));
+    assert_eq!(invariants(&check(&h)), vec![ACKED_LOST]);
+}
+
+#[test]
+fn no_final_scan_means_nothing_acknowledged_was_shown_durable() {
+    let mut h = good_history();
+    h.final_scan = None;
+    assert_eq!(invariants(&check(&h)), vec![ACKED_LOST]);
+}
+
+#[test]
+fn an_offset_holding_two_values_is_caught_from_reads_and_acks() {
+    let mut h = good_history();
+    h.reads.push(Read {
+        node: 0,
+        offset: 0,
+        outcome: value_at(id(1, 2)),
+    });
+    let found = invariants(&check(&h));
+    assert!(found.contains(&OFFSET_REUSED), "{found:?}");
+}
+
+#[test]
+fn a_maybe_value_appended_twice_is_caught() {
+    let mut h = good_history();
+    h.final_scan = Some(scan(
+        5,
+        &[
+            (0, value_at(id(0, 0))),
+            (1, value_at(id(0, 1))),
+            (2, value_at(id(1, 0))),
+            (3, value_at(id(1, 1))),
+            (4, value_at(id(1, 1))),
+        ],
+    ));
+    assert_eq!(invariants(&check(&h)), vec![DUPLICATED]);
+}
+
+#[test]
+fn a_hole_in_the_final_scan_is_a_gap() {
+    let mut h = good_history();
+    let mut entries = h.final_scan.clone().unwrap().entries;
+    entries.insert(3, ReadOutcome::Error("OutOfRange".into()));
+    h.final_scan = Some(FinalScan {
+        entries,
+        ..h.final_scan.clone().unwrap()
+    });
+    assert_eq!(invariants(&check(&h)), vec![GAP]);
+}
+
+#[test]
+fn a_stream_that_skips_or_repeats_an_offset_is_out_of_order() {
+    for delivered in [
+        vec![(1, Ok(id(0, 1))), (3, Ok(id(1, 1)))],
+        vec![(1, Ok(id(0, 1))), (1, Ok(id(0, 1)))],
+    ] {
+        let mut h = good_history();
+        h.sessions[0].delivered = delivered;
+        assert_eq!(invariants(&check(&h)), vec![STREAM_ORDER]);
+    }
+}
+
+#[test]
+fn a_stream_that_starts_elsewhere_than_asked_is_out_of_order() {
+    let mut h = good_history();
+    h.sessions[0].start = 0;
+    assert_eq!(invariants(&check(&h)), vec![STREAM_ORDER]);
+}
+
+#[test]
+fn a_damaged_or_unknown_value_served_is_caught() {
+    let mut h = good_history();
+    h.reads.push(Read {
+        node: 0,
+        offset: 2,
+        outcome: ReadOutcome::Value(Err("checksum mismatch".into())),
+    });
+    assert_eq!(invariants(&check(&h)), vec![BAD_VALUE]);
+    let mut h = good_history();
+    h.sessions[0].delivered.push((3, Ok(id(7, 7))));
+    let found = invariants(&check(&h));
+    assert!(found.contains(&BAD_VALUE), "{found:?}");
+}
+
+#[test]
+fn data_loss_is_accepted_only_where_a_bit_was_flipped() {
+    let mut h = good_history();
+    let mut entries = h.final_scan.clone().unwrap().entries;
+    entries.insert(1, ReadOutcome::DataLoss);
+    h.final_scan = Some(FinalScan {
+        entries,
+        ..h.final_scan.clone().unwrap()
+    });
+    h.reads.push(Read {
+        node: 0,
+        offset: 1,
+        outcome: ReadOutcome::DataLoss,
+    });
+    let found = invariants(&check(&h));
+    assert_eq!(found, vec![DATA_LOSS, DATA_LOSS, ACKED_LOST], "{found:?}");
+
+    h.flips.push(Flip {
+        node: 0,
+        offsets: Some(1..2),
+    });
+    assert_eq!(check(&h), vec![]);
+
+    // A flip elsewhere, or on another node, does not excuse it.
+    h.flips = vec![
+        Flip {
+            node: 0,
+            offsets: Some(2..4),
+        },
+        Flip {
+            node: 1,
+            offsets: None,
+        },
+    ];
+    assert!(!check(&h).is_empty());
+}
+
+#[test]
+fn a_flip_never_excuses_a_wrong_value() {
+    let mut h = good_history();
+    h.flips.push(Flip {
+        node: 0,
+        offsets: None,
+    });
+    h.reads.push(Read {
+        node: 0,
+        offset: 2,
+        outcome: value_at(id(0, 0)),
+    });
+    let found = invariants(&check(&h));
+    assert!(
+        found.contains(&OFFSET_REUSED) && found.contains(&DUPLICATED),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_timestamp_going_backwards_along_the_log_is_caught() {
+    let mut h = good_history();
+    let mut final_scan = h.final_scan.clone().unwrap();
+    final_scan.timestamps_ms.insert(2, 999);
+    h.final_scan = Some(final_scan);
+    assert_eq!(invariants(&check(&h)), vec![TIME_BACKWARDS]);
+}
+
+#[test]
+fn a_missed_liveness_bound_is_reported() {
+    let mut h = good_history();
+    h.liveness_failures
+        .push("stream reached only 2 of 4".into());
+    assert_eq!(invariants(&check(&h)), vec![LIVENESS]);
+}
+
+#[test]
+fn values_round_trip_and_any_damage_is_detected() {
+    for (i, pad) in [0u16, 1, 7, 500, 1002].into_iter().enumerate() {
+        let v = id(i as u32, 1_000 + i as u64);
+        let bytes = value::encode(v, pad);
+        assert_eq!(bytes.len(), value::encoded_len(pad));
+        assert_eq!(value::decode(&bytes), Ok(v));
+        for position in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 1 << (position % 8);
+            assert!(
+                value::decode(&damaged).is_err(),
+                "flip at {position} of {} undetected",
+                bytes.len()
+            );
+        }
+        assert!(value::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}
+
+#[test]
+fn the_fault_plan_is_a_function_of_the_seed_and_stays_in_bounds() {
+    let intensity = faults::Intensity {
+        mean_gap_ms: 300,
+        bit_flips: true,
+    };
+    let a = faults::plan(&mut rng::Rng::new(7), 10_000, 1, &intensity);
+    let b = faults::plan(&mut rng::Rng::new(7), 10_000, 1, &intensity);
+    let c = faults::plan(&mut rng::Rng::new(8), 10_000, 1, &intensity);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!(a.len() > 10, "{} faults", a.len());
+    assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    let kinds: std::collections::BTreeSet<&str> = (0..20)
+        .flat_map(|seed| faults::plan(&mut rng::Rng::new(seed), 10_000, 1, &intensity))
+        .map(|p| p.fault.kind())
+        .collect();
+    assert_eq!(kinds.len(), 9, "{kinds:?}");
+    let without = faults::Intensity {
+        bit_flips: false,
+        ..intensity
+    };
+    assert!((0..20)
+        .flat_map(|seed| faults::plan(&mut rng::Rng::new(seed), 10_000, 1, &without))
+        .all(|p| p.fault.kind() != "bit-flip"));
+}

@@ -1,0 +1,178 @@
+//! The fault schedule: drawn from the seed before the run starts, applied by the scenario.
+//!
+//! Every fault but a clock skew and a bit flip lasts a window and is undone at its end; windows
+//! may overlap. After the safety phase the scenario undoes whatever is still in force.
+
+use std::fmt;
+
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Both,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Power loss: kill the node, crash its disk (unsynced bytes are lost; with `torn`, the last
+    /// unsynced write of each file may survive in part), restart it after `down_ms`.
+    Crash {
+        node: usize,
+        torn: bool,
+        down_ms: u64,
+    },
+    /// Stop running the node's tasks for `ms`.
+    Pause { node: usize, ms: u64 },
+    /// Drop this share of packets (madsim's links then retry with backoff) for `ms`.
+    PacketLoss { percent: u64, ms: u64 },
+    /// Raise the send latency to 1..=`max_latency_ms` for `ms`.
+    LatencySpike { max_latency_ms: u64, ms: u64 },
+    /// Clog the node's links in a direction for `ms`.
+    Clog {
+        node: usize,
+        direction: Direction,
+        ms: u64,
+    },
+    /// Clog the link from the client to the node (or back) for `ms`.
+    ClogLink { node: usize, to_node: bool, ms: u64 },
+    /// Set the node's wall clock `skew_ms` off the simulated time (until the next skew).
+    ClockSkew { node: usize, skew_ms: i64 },
+    /// Fail this share of the node's disk calls for `ms`; the log then refuses writes until it is
+    /// reopened, so a crash usually follows.
+    IoErrors {
+        node: usize,
+        per_million: u32,
+        ms: u64,
+    },
+    /// Flip one bit of one of the node's sealed segment files (`pick`, `position` and `bit` are
+    /// resolved against the files present when it applies).
+    BitFlip {
+        node: usize,
+        pick: u64,
+        position: u64,
+        bit: u8,
+        index_file: bool,
+    },
+}
+
+impl Fault {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Crash { .. } => "crash",
+            Fault::Pause { .. } => "pause",
+            Fault::PacketLoss { .. } => "packet-loss",
+            Fault::LatencySpike { .. } => "latency",
+            Fault::Clog { .. } => "clog",
+            Fault::ClogLink { .. } => "clog-link",
+            Fault::ClockSkew { .. } => "clock-skew",
+            Fault::IoErrors { .. } => "io-errors",
+            Fault::BitFlip { .. } => "bit-flip",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+/// How much of each fault a schedule holds.
+#[derive(Debug, Clone)]
+pub struct Intensity {
+    /// Mean gap between two faults, in ms.
+    pub mean_gap_ms: u64,
+    /// Whether bit flips are drawn at all (some seeds run without, so every acknowledged record is
+    /// checked there).
+    pub bit_flips: bool,
+}
+
+/// Draws a schedule for a safety phase of `duration_ms` on `nodes` nodes, sorted by time.
+pub fn plan(rng: &mut Rng, duration_ms: u64, nodes: usize, intensity: &Intensity) -> Vec<Planned> {
+    assert!(nodes > 0 && intensity.mean_gap_ms > 0);
+    let mut out = Vec::new();
+    let mut at_ms = rng.below(intensity.mean_gap_ms);
+    while at_ms < duration_ms {
+        let node = rng.below(nodes as u64) as usize;
+        let fault = draw(rng, node, intensity);
+        if let Fault::IoErrors { ms, .. } = fault {
+            if rng.percent(70) {
+                // Reopen the poisoned log soon after the errors stop.
+                let down_ms = rng.between(10, 500);
+                let crash = Fault::Crash {
+                    node,
+                    torn: rng.percent(50),
+                    down_ms,
+                };
+                out.push(Planned {
+                    at_ms: at_ms + ms + rng.below(300),
+                    fault: crash,
+                });
+            }
+        }
+        out.push(Planned { at_ms, fault });
+        at_ms += 1 + rng.below(2 * intensity.mean_gap_ms);
+    }
+    out.sort_by_key(|p| p.at_ms);
+    out
+}
+
+fn draw(rng: &mut Rng, node: usize, intensity: &Intensity) -> Fault {
+    let kinds = if intensity.bit_flips { 100 } else { 92 };
+    match rng.below(kinds) {
+        0..=19 => Fault::Crash {
+            node,
+            torn: rng.percent(60),
+            down_ms: rng.between(1, 2_000),
+        },
+        20..=29 => Fault::Pause {
+            node,
+            ms: rng.between(10, 3_000),
+        },
+        30..=39 => Fault::PacketLoss {
+            percent: rng.between(1, 50),
+            ms: rng.between(100, 3_000),
+        },
+        40..=49 => Fault::LatencySpike {
+            max_latency_ms: rng.between(20, 1_000),
+            ms: rng.between(100, 3_000),
+        },
+        50..=57 => {
+            let direction = [Direction::In, Direction::Out, Direction::Both][rng.below(3) as usize];
+            Fault::Clog {
+                node,
+                direction,
+                ms: rng.between(10, 3_000),
+            }
+        }
+        58..=65 => Fault::ClogLink {
+            node,
+            to_node: rng.percent(50),
+            ms: rng.between(10, 3_000),
+        },
+        66..=77 => Fault::ClockSkew {
+            node,
+            skew_ms: rng.between(0, 20_000) as i64 - 10_000,
+        },
+        78..=91 => Fault::IoErrors {
+            node,
+            per_million: rng.between(1_000, 200_000) as u32,
+            ms: rng.between(10, 1_000),
+        },
+        _ => Fault::BitFlip {
+            node,
+            pick: rng.next_u64(),
+            position: rng.next_u64(),
+            bit: rng.below(8) as u8,
+            index_file: rng.percent(25),
+        },
+    }
+}

@@ -1,0 +1,130 @@
+//! Arguments, the madsim runtime for one seed, and what is printed.
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::scenario::{self, Bug, Options};
+
+/// A run that has not finished after this much simulated time is stuck: the runtime panics.
+const SIM_TIME_LIMIT: Duration = Duration::from_secs(600);
+/// Most violations printed per run (the count is always printed).
+const VIOLATIONS_PRINTED_MAX: usize = 20;
+
+struct Args {
+    seed: u64,
+    options: Options,
+}
+
+const USAGE: &str = "usage: simulation --seed S [--nodes N] [--bug drop-ack] [--trace]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut seed = None;
+    let mut options = Options {
+        nodes: 1,
+        bug: None,
+        print_trace: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--seed" => {
+                seed = Some(
+                    value("--seed")?
+                        .parse()
+                        .map_err(|e| format!("--seed: {e}"))?,
+                )
+            }
+            "--nodes" => {
+                options.nodes = value("--nodes")?
+                    .parse()
+                    .map_err(|e| format!("--nodes: {e}"))?;
+                if options.nodes != 1 {
+                    return Err("--nodes: only 1 node is supported until the cluster issue".into());
+                }
+            }
+            "--bug" => match value("--bug")?.as_str() {
+                "drop-ack" => options.bug = Some(Bug::DropAck),
+                other => return Err(format!("--bug: unknown bug {other:?} (known: drop-ack)")),
+            },
+            "--trace" => options.print_trace = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let seed = seed.ok_or("--seed is required")?;
+    Ok(Args { seed, options })
+}
+
+fn replay_command(seed: u64, options: &Options) -> String {
+    let bug = match options.bug {
+        Some(Bug::DropAck) => " --bug drop-ack",
+        None => "",
+    };
+    format!(
+        "cargo sim-seed --seed {seed} --nodes {}{bug}",
+        options.nodes
+    )
+}
+
+pub fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("simulation: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (seed, options) = (args.seed, args.options);
+    let bug = options.bug.map_or("none", |_| "drop-ack");
+    println!("seed={seed} nodes={} bug={bug}", options.nodes);
+    let replay = replay_command(seed, &options);
+    let real_started = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut runtime =
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        runtime.set_time_limit(SIM_TIME_LIMIT);
+        runtime.block_on(scenario::run(options.clone()))
+    }));
+    let real_elapsed = real_started.elapsed();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            println!(
+                "seed={seed} result=PANIC real_ms={}: {message}",
+                real_elapsed.as_millis()
+            );
+            println!("replay: {replay}");
+            return ExitCode::from(101);
+        }
+    };
+    for violation in outcome.violations.iter().take(VIOLATIONS_PRINTED_MAX) {
+        println!("VIOLATION {violation}");
+    }
+    let result = if outcome.violations.is_empty() {
+        "ok"
+    } else {
+        "FAIL"
+    };
+    let ratio = outcome.sim_elapsed.as_secs_f64() / real_elapsed.as_secs_f64().max(1e-9);
+    println!("{}", outcome.summary);
+    println!(
+        "seed={seed} result={result} violations={} sim_ms={} real_ms={} ratio={ratio:.1} events={} trace_hash={:016x}",
+        outcome.violations.len(),
+        outcome.sim_elapsed.as_millis(),
+        real_elapsed.as_millis(),
+        outcome.trace_events,
+        outcome.trace_hash,
+    );
+    if outcome.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("replay: {replay}");
+        ExitCode::from(1)
+    }
+}

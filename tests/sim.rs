@@ -1,0 +1,441 @@
+//! `cargo test --features sim`: the deterministic simulation, many seeds.
+//!
+//! This driver (harness = false) builds the seed runner (`sim/main.rs`, test target `simulation`)
+//! with `RUSTFLAGS="--cfg madsim"` in its own target directory (`<target>/sim`: sharing the outer
+//! one would deadlock on cargo's lock), then runs seeds ONE PER PROCESS, a few processes at a time:
+//! - seeds LOGHOUSE_SIM_SEED_START.. (default 1), LOGHOUSE_SIM_SEEDS of them (default 100);
+//! - determinism: the first 3 seeds run a second time and must give the same trace hash;
+//! - the checker's teeth: one seed with `--bug drop-ack` (an acknowledged record is cut off the
+//!   disk) must fail and print its replay command.
+//!
+//! It fails when any of that fails, printing every failing seed's replay command, and reports
+//! seeds per minute and the simulated/real time ratio.
+//!
+//! Environment:
+//! - LOGHOUSE_SIM_SEEDS (default 100), LOGHOUSE_SIM_SEED_START (default 1)
+//! - LOGHOUSE_SIM_JOBS: seed processes at once (default 2)
+//! - LOGHOUSE_SIM_SEED_TIMEOUT_S: real seconds before a seed process is killed (default 300)
+//! - LOGHOUSE_SIM_TARGET_DIR: where the madsim build goes (default `<target>/sim`)
+//! - LOGHOUSE_SIM_PROFILE: the cargo profile of that build (default `sim`, from
+//!   .cargo/config.toml: optimized, with debug assertions and overflow checks)
+//!
+//! Soak: `LOGHOUSE_SIM_SEEDS=2000 LOGHOUSE_SIM_SEED_START=$RANDOM cargo test --features sim --test sim`
+//! runs 2000 seeds and reports seeds/minute and the time-compression ratio.
+//! One seed: `cargo sim-seed --seed 42` (alias in .cargo/config.toml; add `--trace` for every event).
+//! Each seed's output is kept in `<target>/sim/seed-logs/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Seeds whose determinism is checked (the first ones of the range).
+const DETERMINISM_SEEDS: u64 = 3;
+const TEST_NAME: &str = "simulation_seeds";
+
+struct Settings {
+    seeds: u64,
+    seed_start: u64,
+    jobs: usize,
+    seed_timeout: Duration,
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")),
+        Err(_) => default,
+    }
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            seeds: env_number("LOGHOUSE_SIM_SEEDS", 100),
+            seed_start: env_number("LOGHOUSE_SIM_SEED_START", 1),
+            jobs: env_number("LOGHOUSE_SIM_JOBS", 2).max(1) as usize,
+            seed_timeout: Duration::from_secs(env_number("LOGHOUSE_SIM_SEED_TIMEOUT_S", 300)),
+        }
+    }
+}
+
+/// What to run in one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Job {
+    seed: u64,
+    bug: bool,
+    /// A second run of the seed, for the determinism check.
+    repeat: bool,
+}
+
+impl Job {
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["--seed".to_owned(), self.seed.to_string()];
+        if self.bug {
+            args.extend(["--bug".to_owned(), "drop-ack".to_owned()]);
+        }
+        args
+    }
+
+    fn label(&self) -> String {
+        match (self.bug, self.repeat) {
+            (true, _) => format!("seed-{}-drop-ack", self.seed),
+            (false, true) => format!("seed-{}-repeat", self.seed),
+            (false, false) => format!("seed-{}", self.seed),
+        }
+    }
+}
+
+/// What one seed process printed, parsed.
+#[derive(Debug, Clone)]
+struct Run {
+    job: Job,
+    /// The exit code (None: killed, by the timeout or a signal).
+    code: Option<i32>,
+    output: String,
+    trace_hash: Option<String>,
+    sim_ms: u64,
+    real_ms: u64,
+    log: PathBuf,
+}
+
+impl Run {
+    fn passed(&self) -> bool {
+        self.code == Some(0) && self.output.contains(" result=ok ")
+    }
+
+    fn replay(&self) -> String {
+        (self.output.lines())
+            .find_map(|l| l.strip_prefix("replay: "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("cargo sim-seed {}", self.job.args().join(" ")))
+    }
+
+    fn field(output: &str, key: &str) -> Option<String> {
+        let result_line = output.lines().rev().find(|l| l.contains(" result="))?;
+        (result_line.split_whitespace())
+            .find_map(|word| word.strip_prefix(key))
+            .map(|v| v.trim_end_matches(':').to_owned())
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        // libtest's listing, for nextest and `cargo test -- --list`.
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("{TEST_NAME}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if args.iter().any(|a| a == "--ignored")
+        || filters.iter().any(|f| !TEST_NAME.contains(f.as_str()))
+    {
+        println!("simulation: 0 passed, 0 failed (filtered out)");
+        return ExitCode::SUCCESS;
+    }
+    let settings = Settings::from_env();
+    let target_dir = sim_target_dir();
+    let runner = match build_runner(&target_dir) {
+        Ok(runner) => runner,
+        Err(error) => {
+            eprintln!("simulation: building the seed runner with --cfg madsim failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logs = target_dir.join("seed-logs");
+    std::fs::create_dir_all(&logs).expect("creating the seed log directory");
+    run_all(&settings, &runner, &logs)
+}
+
+/// `<target>/sim`, where `<target>` is the directory this test binary was built in.
+fn sim_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LOGHOUSE_SIM_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // <target>/<profile>/deps/sim-<hash>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the test binary lives in <target>/<profile>/deps");
+    target.join("sim")
+}
+
+/// Builds the `simulation` test target with `--cfg madsim`; returns the executable.
+fn build_runner(target_dir: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let profile = std::env::var("LOGHOUSE_SIM_PROFILE").unwrap_or_else(|_| "sim".into());
+    let started = Instant::now();
+    println!(
+        "simulation: building the seed runner with --cfg madsim (profile {profile}) in {}",
+        target_dir.display()
+    );
+    let mut command = Command::new(cargo);
+    command
+        .args(["test", "--locked", "--test", "simulation", "--no-run"])
+        .args([
+            "--profile",
+            &profile,
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        // Cargo reads .cargo/config.toml (the `sim` profile) from the working directory.
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUSTFLAGS", "--cfg madsim")
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS")
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo exited with {}", output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let executable = stdout
+        .lines()
+        .filter(|l| {
+            l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""name":"simulation""#)
+        })
+        .find_map(|l| json_string_field(l, "executable"))
+        .ok_or("cargo's output names no `simulation` executable")?;
+    println!(
+        "simulation: seed runner ready in {:.1} s: {executable}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(PathBuf::from(executable))
+}
+
+/// The string value of `"key":"..."` in one line of cargo's JSON (paths have no escapes here).
+fn json_string_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(r#""{key}":""#))? + key.len() + 4;
+    let end = start + line[start..].find('"')?;
+    Some(line[start..end].replace(r"\\", r"\"))
+}
+
+fn run_all(settings: &Settings, runner: &Path, logs: &Path) -> ExitCode {
+    let end = settings.seed_start + settings.seeds;
+    let mut jobs: Vec<Job> = (settings.seed_start..end)
+        .map(|seed| Job {
+            seed,
+            bug: false,
+            repeat: false,
+        })
+        .collect();
+    let checked = settings.seed_start..(settings.seed_start + DETERMINISM_SEEDS).min(end);
+    jobs.extend(checked.clone().map(|seed| Job {
+        seed,
+        bug: false,
+        repeat: true,
+    }));
+    jobs.push(Job {
+        seed: settings.seed_start,
+        bug: true,
+        repeat: false,
+    });
+    println!(
+        "simulation: seeds {}..{} ({} seeds), {} jobs at a time; determinism on seeds {checked:?}; drop-ack on seed {}",
+        settings.seed_start, end, settings.seeds, settings.jobs, settings.seed_start
+    );
+    let started = Instant::now();
+    let runs = run_pool(&jobs, settings, runner, logs);
+    let wall = started.elapsed();
+    report(settings, &runs, wall)
+}
+
+/// Runs the jobs, `settings.jobs` processes at a time; results in job order.
+fn run_pool(jobs: &[Job], settings: &Settings, runner: &Path, logs: &Path) -> Vec<Run> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<BTreeMap<usize, Run>> = Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..settings.jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { return };
+                let run = run_one(job, runner, logs, settings.seed_timeout);
+                if !run.passed() && !job.bug {
+                    println!("simulation: {} FAILED: {}", job.label(), run.replay());
+                }
+                results.lock().unwrap().insert(i, run);
+            });
+        }
+    });
+    results.into_inner().unwrap().into_values().collect()
+}
+
+fn run_one(job: &Job, runner: &Path, logs: &Path, seed_timeout: Duration) -> Run {
+    let log = logs.join(format!("{}.log", job.label()));
+    let file = std::fs::File::create(&log).expect("creating a seed log");
+    let mut child = Command::new(runner)
+        .args(job.args())
+        .stdout(file.try_clone().expect("cloning a file handle"))
+        .stderr(file)
+        .spawn()
+        .expect("starting the seed runner");
+    let started = Instant::now();
+    let code = loop {
+        match child.try_wait().expect("waiting for a seed process") {
+            Some(status) => break status.code(),
+            None if started.elapsed() > seed_timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut output = std::fs::read_to_string(&log).unwrap_or_default();
+    if code.is_none() {
+        output.push_str(&format!(
+            "\n(killed: no exit within {seed_timeout:?} of real time)\n"
+        ));
+    }
+    Run {
+        job: job.clone(),
+        code,
+        trace_hash: Run::field(&output, "trace_hash="),
+        sim_ms: Run::field(&output, "sim_ms=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        real_ms: Run::field(&output, "real_ms=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        output,
+        log,
+    }
+}
+
+fn report(settings: &Settings, runs: &[Run], wall: Duration) -> ExitCode {
+    let seeds: Vec<&Run> = runs
+        .iter()
+        .filter(|r| !r.job.bug && !r.job.repeat)
+        .collect();
+    let mut failures: Vec<String> = seeds
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| seed_failure(r))
+        .collect();
+    let mut checks_passed = 0;
+    for repeat in runs.iter().filter(|r| r.job.repeat) {
+        match determinism_failure(&seeds, repeat) {
+            Some(failure) => failures.push(failure),
+            None => checks_passed += 1,
+        }
+    }
+    for bug in runs.iter().filter(|r| r.job.bug) {
+        match bug_failure(bug) {
+            Some(failure) => failures.push(failure),
+            None => checks_passed += 1,
+        }
+    }
+    let seeds_passed = seeds.iter().filter(|r| r.passed()).count();
+    print_speed(settings, runs, wall);
+    for failure in &failures {
+        println!("simulation: FAILURE: {failure}");
+    }
+    println!(
+        "simulation: {} seeds passed, {} failed; {checks_passed} determinism/drop-ack checks passed",
+        seeds_passed,
+        seeds.len() - seeds_passed
+    );
+    println!(
+        "simulation: {} passed, {} failed",
+        seeds_passed + checks_passed,
+        failures.len()
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn seed_failure(run: &Run) -> String {
+    let violations: Vec<&str> = (run.output.lines())
+        .filter(|l| {
+            l.starts_with("VIOLATION") || l.contains("result=PANIC") || l.starts_with("(killed")
+        })
+        .take(5)
+        .collect();
+    format!(
+        "seed {} failed (log: {}):\n    {}\n  replay: {}",
+        run.job.seed,
+        run.log.display(),
+        violations.join("\n    "),
+        run.replay()
+    )
+}
+
+/// None when the repeat gave the same trace hash as the first run of its seed.
+fn determinism_failure(seeds: &[&Run], repeat: &Run) -> Option<String> {
+    let first = seeds.iter().find(|r| r.job.seed == repeat.job.seed);
+    let (a, b) = (
+        first.and_then(|r| r.trace_hash.clone()),
+        repeat.trace_hash.clone(),
+    );
+    if a.is_some() && a == b {
+        println!(
+            "simulation: determinism: seed {} gave trace_hash {} twice",
+            repeat.job.seed,
+            b.unwrap_or_default()
+        );
+        return None;
+    }
+    Some(format!(
+        "seed {} is not deterministic: trace_hash {a:?} then {b:?} (log: {})\n  replay: {}",
+        repeat.job.seed,
+        repeat.log.display(),
+        repeat.replay()
+    ))
+}
+
+/// None when the `--bug drop-ack` run failed the way it must, with its replay command.
+fn bug_failure(bug: &Run) -> Option<String> {
+    let replay = format!(
+        "replay: cargo sim-seed --seed {} --nodes 1 --bug drop-ack",
+        bug.job.seed
+    );
+    let caught = bug.code == Some(1)
+        && bug.output.contains("VIOLATION acked-record-lost")
+        && bug.output.contains(&replay);
+    if caught {
+        println!(
+            "simulation: --bug drop-ack on seed {} was caught and printed `{replay}`",
+            bug.job.seed
+        );
+        return None;
+    }
+    Some(format!(
+        "--bug drop-ack on seed {} was NOT caught (exit {:?}; log: {})",
+        bug.job.seed,
+        bug.code,
+        bug.log.display()
+    ))
+}
+
+fn print_speed(settings: &Settings, runs: &[Run], wall: Duration) {
+    let sim_s = runs.iter().map(|r| r.sim_ms).sum::<u64>() as f64 / 1000.0;
+    let real_s = runs.iter().map(|r| r.real_ms).sum::<u64>() as f64 / 1000.0;
+    let wall_s = wall.as_secs_f64().max(1e-3);
+    println!(
+        "simulation: {} seed processes in {wall_s:.1} s with {} jobs: {:.0} seeds/minute; {sim_s:.0} s simulated in {real_s:.1} s of seed run time: {:.0}x real time per process, {:.0}x overall",
+        runs.len(),
+        settings.jobs,
+        runs.len() as f64 * 60.0 / wall_s,
+        sim_s / real_s.max(1e-3),
+        sim_s / wall_s,
+    );
+}
