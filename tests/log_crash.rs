@@ -197,21 +197,59 @@ fn an_active_store_shorter_than_its_index_claims_is_cut_to_the_last_whole_record
 }
 
 #[test]
-fn a_sealed_store_shorter_than_its_index_claims_refuses_to_open() {
+fn a_damaged_sealed_segment_serves_its_good_records_and_names_the_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), 22, true);
+    let records = write_log(dir.path(), 22, true);
     let first_store = segment_files(dir.path(), ".store").remove(0);
     let len = file_len(&first_store);
+    // Lose the last byte of the first (sealed) segment: its last record is now unreadable.
     std::fs::OpenOptions::new()
         .write(true)
         .open(&first_store)
         .unwrap()
         .set_len(len - 1)
         .unwrap();
-    match open(Arc::new(StdDisk), small_config(dir.path())) {
-        Err(LogError::Corrupt { segment, .. }) => assert_eq!(segment, first_store),
+    let log = open_std(dir.path());
+    assert_eq!(log.open_report().unreadable_records, 1);
+    assert_eq!(
+        log.next_offset(),
+        22,
+        "offsets stay dense: nothing is renumbered"
+    );
+    let second_base = segment_files(dir.path(), ".store")[1]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()[..20]
+        .parse::<u64>()
+        .unwrap();
+    let lost = second_base - 1;
+    match log.read(lost) {
+        Err(LogError::Corrupt {
+            segment, reason, ..
+        }) => {
+            assert_eq!(segment, first_store);
+            assert!(reason.contains("unreadable"), "{reason}");
+        }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    for record in records.iter().filter(|r| r.offset != lost) {
+        assert_eq!(&log.read(record.offset).unwrap(), record);
+    }
+    let batch = log.read_batch(0, 1000, 1 << 20).unwrap();
+    assert_eq!(
+        batch,
+        records[..lost as usize],
+        "a batch stops before the damage"
+    );
+    // Appends go on after the damage, and the damage is found again at the next open.
+    log.append(&[record(22, 5)]).unwrap();
+    log.close().unwrap();
+    let log = open_std(dir.path());
+    assert_eq!(
+        (log.open_report().unreadable_records, log.next_offset()),
+        (1, 23)
+    );
 }
 
 #[test]

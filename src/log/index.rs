@@ -173,10 +173,11 @@ impl Index {
         self.flush()?;
         self.map = None;
         self.capacity = 0;
-        self.file.set_len(self.entries * ENTRY_BYTES)?;
-        self.file.sync_data()?;
-        *self = Index::map(self.file.clone(), self.entries, self.entries)?;
-        Ok(())
+        let result = self
+            .file
+            .set_len(self.entries * ENTRY_BYTES)
+            .and_then(|()| self.file.sync_data());
+        self.remap_or(result)
     }
 
     /// Grows a sealed index back to `capacity` entries so it can take appends again.
@@ -184,9 +185,16 @@ impl Index {
         let capacity = capacity.max(self.entries);
         self.map = None;
         self.capacity = 0;
-        self.file.set_len(capacity * ENTRY_BYTES)?;
+        let result = self.file.set_len(capacity * ENTRY_BYTES);
+        self.remap_or(result)
+    }
+
+    /// Maps the file as it now is (whether or not `resized` succeeded), so the entries stay
+    /// readable after a failed resize or sync; then returns `resized`'s error, if any.
+    fn remap_or(&mut self, resized: io::Result<()>) -> io::Result<()> {
+        let capacity = (self.file.len()? / ENTRY_BYTES).max(self.entries);
         *self = Index::map(self.file.clone(), self.entries, capacity)?;
-        Ok(())
+        resized
     }
 }
 

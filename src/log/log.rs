@@ -39,6 +39,9 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
     /// Index files without a store, removed.
     pub orphan_indexes_removed: u32,
+    /// Records in sealed segments made unreadable by a bad frame (bit rot): they read as
+    /// `Corrupt`; the rest of the log is served.
+    pub unreadable_records: u64,
 }
 
 #[derive(Debug)]
@@ -584,11 +587,18 @@ fn open_segments(
 ) -> Result<Vec<Segment>, LogError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
-        let active = i + 1 == bases.len();
-        let (segment, recovery) = Segment::open(disk, dir, base, limits, active)?;
-        if let Recovery::Rebuilt { truncated_bytes } = recovery {
-            report.segments_scanned += 1;
-            report.truncated_bytes += truncated_bytes;
+        let next_base = bases.get(i + 1).copied();
+        let (segment, recovery) = Segment::open(disk, dir, base, limits, next_base)?;
+        match recovery {
+            Recovery::Clean => {}
+            Recovery::Rebuilt { truncated_bytes } => {
+                report.segments_scanned += 1;
+                report.truncated_bytes += truncated_bytes;
+            }
+            Recovery::Damaged { unreadable_records } => {
+                report.segments_scanned += 1;
+                report.unreadable_records += unreadable_records;
+            }
         }
         if let Some(prev) = segments.last() {
             if prev.next() != base {

@@ -68,6 +68,19 @@ pub struct Segment {
     store: Arc<dyn DiskFile>,
     index: Index,
     sealed: bool,
+    /// Set when open found a bad frame inside this sealed segment: the records from it to the
+    /// segment's end are unreadable (reads say so), the others are served.
+    damage: Option<Damage>,
+}
+
+/// Where a sealed segment stops being readable.
+#[derive(Debug, Clone)]
+struct Damage {
+    /// The first offset that cannot be read.
+    offset: u64,
+    /// Where its frame starts in the store.
+    position: u64,
+    reason: String,
 }
 
 /// What opening a segment found.
@@ -78,6 +91,10 @@ pub enum Recovery {
     /// The store was scanned and the index rebuilt; `truncated_bytes` of torn or corrupt tail
     /// were cut off the store.
     Rebuilt { truncated_bytes: u64 },
+    /// A sealed segment had a bad frame: the records before it are served, the ones from it to
+    /// the segment's end answer `Corrupt`. Nothing was cut (a sealed segment was fsync'd, so the
+    /// damage is the medium's, not a torn write's).
+    Damaged { unreadable_records: u64 },
 }
 
 impl Segment {
@@ -106,19 +123,22 @@ impl Segment {
             store,
             index,
             sealed: false,
+            damage: None,
         })
     }
 
-    /// Opens an existing segment, recovering it if its index cannot be trusted. `active` is set
-    /// for the last segment: its index is grown to the full size and mapped for appends, and only
-    /// it may have a torn tail cut off.
+    /// Opens an existing segment, recovering it if its index cannot be trusted. `next_base` is
+    /// the following segment's base offset, `None` for the last segment: that one is active (its
+    /// index is grown to the full size and mapped for appends), and only it may have a torn tail
+    /// cut off.
     pub fn open(
         disk: &dyn Disk,
         dir: &Path,
         base: u64,
         limits: SegmentLimits,
-        active: bool,
+        next_base: Option<u64>,
     ) -> Result<(Segment, Recovery), LogError> {
+        let active = next_base.is_none();
         let store_path = dir.join(file_name(base, FileKind::Store));
         let index_path = dir.join(file_name(base, FileKind::Index));
         let store = open_file(disk, &store_path, false)?;
@@ -139,6 +159,7 @@ impl Segment {
             index: Index::map(index_file.clone(), 0, 0)
                 .map_err(|e| LogError::io("map an empty index", e))?,
             sealed: !active,
+            damage: None,
         };
         let clean = segment.trusted_entries(&index_file, index_bytes, limits, active)?;
         let recovery = match clean {
@@ -146,7 +167,7 @@ impl Segment {
                 segment.map_trusted(index_file, entries, limits, active)?;
                 Recovery::Clean
             }
-            None => segment.rebuild(index_file, limits, active)?,
+            None => segment.rebuild(index_file, limits, next_base)?,
         };
         Ok((segment, recovery))
     }
@@ -222,22 +243,15 @@ impl Segment {
         &mut self,
         index_file: Arc<dyn DiskFile>,
         limits: SegmentLimits,
-        active: bool,
+        next_base: Option<u64>,
     ) -> Result<Recovery, LogError> {
+        let active = next_base.is_none();
         let (entries, valid_bytes, bad) = self.scan(limits.record_bytes_max)?;
         let truncated_bytes = self.store_bytes - valid_bytes;
+        if let (Some(next_base), true) = (next_base, truncated_bytes > 0) {
+            return self.open_damaged(index_file, entries, valid_bytes, bad, next_base);
+        }
         if truncated_bytes > 0 {
-            if !active {
-                return Err(LogError::Corrupt {
-                    segment: self.store_path.clone(),
-                    position: valid_bytes,
-                    reason: format!(
-                        "{}; this segment is sealed (it was synced before the next one was \
-                         created), so cutting it would lose records: refusing to guess",
-                        bad.map(|e| e.to_string()).unwrap_or_default()
-                    ),
-                });
-            }
             let context = || format!("truncate {}", self.store_path.display());
             self.store
                 .set_len(valid_bytes)
@@ -262,6 +276,47 @@ impl Segment {
         }
         self.next = self.base + count;
         Ok(Recovery::Rebuilt { truncated_bytes })
+    }
+
+    /// A sealed segment with a bad frame at `valid_bytes`: index the valid prefix and mark the
+    /// rest, up to `next_base`, unreadable. The store is left as it is.
+    fn open_damaged(
+        &mut self,
+        index_file: Arc<dyn DiskFile>,
+        entries: Vec<IndexEntry>,
+        valid_bytes: u64,
+        bad: Option<FrameError>,
+        next_base: u64,
+    ) -> Result<Recovery, LogError> {
+        let readable_next = self.base + entries.len() as u64;
+        if next_base < readable_next {
+            return Err(self.corrupt(
+                valid_bytes,
+                format!("holds records past the next segment's base offset {next_base}"),
+            ));
+        }
+        let count = entries.len() as u64;
+        self.index = Index::rebuild(index_file, &entries, count)
+            .and_then(|mut index| index.seal().map(|()| index))
+            .map_err(|e| LogError::io(format!("rebuild {}", self.index_path.display()), e))?;
+        self.next = next_base;
+        let reason = bad.map_or_else(|| "bad frame".to_owned(), |e| e.to_string());
+        self.damage = Some(Damage {
+            offset: readable_next,
+            position: valid_bytes,
+            reason,
+        });
+        Ok(Recovery::Damaged {
+            unreadable_records: next_base - readable_next,
+        })
+    }
+
+    /// One past the last offset that can be read, and where its frame ends.
+    fn readable_end(&self) -> (u64, u64) {
+        match &self.damage {
+            Some(d) => (d.offset, d.position),
+            None => (self.next, self.store_bytes),
+        }
     }
 
     /// Reads the store in large chunks and returns the index entries of the valid frames, the
@@ -412,17 +467,27 @@ impl Segment {
         max_bytes: usize,
         record_bytes_max: u32,
     ) -> Result<Vec<Record>, LogError> {
+        let (readable_next, readable_bytes) = self.readable_end();
+        if let Some(damage) = self.damage.as_ref().filter(|_| offset >= readable_next) {
+            return Err(self.corrupt(
+                damage.position,
+                format!(
+                    "record {offset} is unreadable: the segment is damaged from offset {} ({})",
+                    damage.offset, damage.reason
+                ),
+            ));
+        }
         let first = offset - self.base;
         let start = self.entry(first)?.position;
         let mut end = start;
         let mut count = 0u64;
-        let available = (self.next - offset).min(max_records.max(1) as u64);
+        let available = (readable_next - offset).min(max_records.max(1) as u64);
         while count < available {
             let frame_end = match self.index.get(first + count + 1) {
-                Some(e) => e.position,
-                None => self.store_bytes,
+                Some(e) if first + count + 1 < readable_next - self.base => e.position,
+                _ => readable_bytes,
             };
-            if frame_end <= end || frame_end > self.store_bytes {
+            if frame_end <= end || frame_end > readable_bytes {
                 return Err(self.corrupt(
                     end,
                     format!("index entry {} is out of order", first + count + 1),
