@@ -78,7 +78,11 @@ impl Faults {
     fn write(&self) -> io::Result<()> {
         self.op()?;
         let n = self.writes.load(Ordering::SeqCst) + 1;
-        if n == self.fail_write_at.swap(NEVER, Ordering::SeqCst) {
+        if self
+            .fail_write_at
+            .compare_exchange(n, NEVER, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             return Err(injected("write failed"));
         }
         Ok(())
@@ -87,7 +91,11 @@ impl Faults {
     fn sync(&self) -> io::Result<()> {
         self.op()?;
         let n = self.syncs.load(Ordering::SeqCst) + 1;
-        if n == self.fail_sync_at.swap(NEVER, Ordering::SeqCst) {
+        if self
+            .fail_sync_at
+            .compare_exchange(n, NEVER, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             return Err(injected("fsync failed"));
         }
         Ok(())
