@@ -173,29 +173,13 @@ async fn produce_batches(
     options: &GrpcBenchOptions,
     deadline: Instant,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
-    let batch = options.batch_records.max(1) as u64;
-    let requests = count.div_ceil(batch);
-    let results = futures::stream::iter(0..requests)
-        .take_while(|_| futures::future::ready(Instant::now() < deadline))
-        .map(|_| {
-            let values = vec![value.clone(); batch as usize];
-            async move {
-                let sent_at = Instant::now();
-                client
-                    .produce_batch(values)
-                    .await
-                    .map(|_| sent_at.elapsed())
-            }
-        })
-        .buffer_unordered(options.in_flight.max(1))
-        .collect::<Vec<_>>()
-        .await;
-    let mut histogram = new_histogram();
-    for latency in results {
-        record_latency(&mut histogram, latency?);
-    }
-    let acked = histogram.len() * batch;
-    Ok((acked, histogram))
+    let batch = options.batch_records.max(1);
+    let requests = count.div_ceil(batch as u64);
+    let histogram = timed_calls(requests, options.in_flight, deadline, || {
+        client.produce_batch(vec![value.clone(); batch])
+    })
+    .await?;
+    Ok((histogram.len() * batch as u64, histogram))
 }
 
 async fn produce_unary(
@@ -205,13 +189,29 @@ async fn produce_unary(
     in_flight: usize,
     deadline: Instant,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
-    let results = futures::stream::iter(0..count)
+    let histogram =
+        timed_calls(count, in_flight, deadline, || client.produce(value.clone())).await?;
+    Ok((histogram.len(), histogram))
+}
+
+/// Makes `calls` calls, `in_flight` at a time, until `deadline`; returns their latencies.
+async fn timed_calls<F, Fut, T>(
+    calls: u64,
+    in_flight: usize,
+    deadline: Instant,
+    call: F,
+) -> anyhow::Result<Histogram<u64>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
+{
+    let results = futures::stream::iter(0..calls)
         .take_while(|_| futures::future::ready(Instant::now() < deadline))
         .map(|_| {
-            let value = value.clone();
+            let response = call();
             async move {
                 let sent_at = Instant::now();
-                client.produce(value).await.map(|_| sent_at.elapsed())
+                response.await.map(|_| sent_at.elapsed())
             }
         })
         .buffer_unordered(in_flight.max(1))
@@ -221,7 +221,7 @@ async fn produce_unary(
     for latency in results {
         record_latency(&mut histogram, latency?);
     }
-    Ok((histogram.len(), histogram))
+    Ok(histogram)
 }
 
 fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
