@@ -750,3 +750,30 @@ async fn after_a_failed_fsync_the_node_refuses_writes_with_unavailable() {
     );
     let _ = node.stop().await;
 }
+
+#[tokio::test]
+async fn a_produce_stream_with_a_tiny_in_flight_limit_still_answers_every_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| c.limits.stream_appends_in_flight_max = 2).await;
+    let client = node.client().await;
+    let requests = values("tiny", 300)
+        .into_iter()
+        .map(|value| proto::ProduceRequest {
+            record: Some(proto::Record {
+                value,
+                ..Default::default()
+            }),
+        });
+    let mut responses = client
+        .raw()
+        .produce_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut offsets = Vec::new();
+    while let Some(response) = tokio::time::timeout(WAIT, responses.next()).await.unwrap() {
+        offsets.push(response.unwrap().offset);
+    }
+    assert_eq!(offsets, (0..300).collect::<Vec<_>>());
+    node.stop().await.unwrap();
+}

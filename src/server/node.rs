@@ -47,8 +47,6 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let log_config = config.log_config()?;
-        disk.create_dir_all(&log_config.dir)
-            .map_err(|e| LogError::io(format!("create {}", log_config.dir.display()), e))?;
         let log = Arc::new(Log::open(disk, clock, log_config)?);
         let committer = Committer::start(log, config.limits.append_queue_depth_max);
         if config.retention_bytes_max.is_some() || config.retention_ms_max.is_some() {

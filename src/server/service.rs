@@ -5,12 +5,12 @@
 //! goes away. Each stream holds a bounded channel, so a slow consumer makes the server wait (HTTP/2
 //! flow control), never buffer without bound.
 
-use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -53,13 +53,12 @@ impl LogService {
             return Ok(Vec::new());
         }
         let (records_max, bytes_max) = self.clamp(records_max, bytes_max);
-        let mut records = self
-            .node
+        // Never read past the committed offset (those records are not consumer-visible).
+        let records_max = records_max.min((committed - offset) as usize);
+        self.node
             .log()
             .read_batch(offset, records_max, bytes_max)
-            .map_err(status_from_log_error)?;
-        records.retain(|r| r.offset < committed);
-        Ok(records)
+            .map_err(status_from_log_error)
     }
 
     fn clamp(&self, records_max: u32, bytes_max: u64) -> (usize, usize) {
@@ -111,12 +110,10 @@ impl LogService {
         F: Fn(Vec<Record>, u64) -> Vec<M> + Send + 'static,
     {
         let slot = self.stream_slot()?;
-        if offset < self.node.log().lowest_offset() {
-            check_readable(
-                self.node.log().lowest_offset(),
-                self.node.committed_offset(),
-                offset,
-            )?;
+        // A start beyond the tail is fine: the stream waits for the log to reach it.
+        let lowest = self.node.log().lowest_offset();
+        if offset < lowest {
+            check_readable(lowest, self.node.committed_offset(), offset)?;
         }
         let limits = &self.node.config().limits;
         let buffered_messages_max = (limits.stream_buffer_bytes_max / message_bytes_max.max(1))
@@ -204,10 +201,6 @@ fn check_readable(lowest: u64, committed: u64, offset: u64) -> Result<(), Status
     Ok(())
 }
 
-fn first_offset(range: &Range<u64>) -> u64 {
-    range.start
-}
-
 #[tonic::async_trait]
 impl log_server::Log for LogService {
     async fn produce(
@@ -222,7 +215,7 @@ impl log_server::Log for LogService {
             .await
             .map_err(status_from_log_error)?;
         Ok(Response::new(proto::ProduceResponse {
-            offset: first_offset(&range),
+            offset: range.start,
         }))
     }
 
@@ -282,10 +275,13 @@ impl log_server::Log for LogService {
         let slot = self.stream_slot()?;
         let limits = &self.node.config().limits;
         let (responses_tx, responses_rx) = mpsc::channel(limits.stream_buffer_messages_max);
+        // Records (not batches) appended but not yet answered on this stream.
+        let in_flight = Arc::new(Semaphore::new(limits.stream_appends_in_flight_max));
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
         tokio::spawn(read_produce_stream(
             self.clone(),
             request.into_inner(),
+            in_flight,
             pending_tx,
         ));
         tokio::spawn(async move {
@@ -417,6 +413,9 @@ fn batch_response(
 /// Records that one ProduceStream append takes from messages that have already arrived.
 const STREAM_APPEND_RECORDS_MAX: usize = 256;
 
+/// An append queued by a ProduceStream, holding its records' in-flight permits.
+type Pending = Result<(crate::log::PendingAppend, OwnedSemaphorePermit), Status>;
+
 /// How a ProduceStream's inbound side ends.
 enum StreamEnd {
     Finished,
@@ -430,8 +429,11 @@ enum StreamEnd {
 async fn read_produce_stream(
     service: LogService,
     mut inbound: Streaming<proto::ProduceRequest>,
-    pending_tx: mpsc::Sender<Result<crate::log::PendingAppend, Status>>,
+    in_flight: Arc<Semaphore>,
+    pending_tx: mpsc::Sender<Pending>,
 ) {
+    let batch_records_max =
+        STREAM_APPEND_RECORDS_MAX.min(service.node.config().limits.stream_appends_in_flight_max);
     let stopping = service.node.stopping();
     tokio::pin!(stopping);
     loop {
@@ -442,21 +444,22 @@ async fn read_produce_stream(
         };
         let mut records = Vec::new();
         let mut end = service.take_message(first, &mut records);
-        while end.is_none() && records.len() < STREAM_APPEND_RECORDS_MAX {
+        while end.is_none() && records.len() < batch_records_max {
             match inbound.message().now_or_never() {
                 Some(message) => end = service.take_message(message, &mut records),
                 None => break,
             }
         }
         if !records.is_empty() {
+            // Wait until the stream has room for these records before queueing them.
+            let permits = records.len() as u32;
+            let Ok(permit) = in_flight.clone().acquire_many_owned(permits).await else {
+                return;
+            };
             let pending = service.node.committer().submit(records).await;
             let failed = pending.is_err();
-            if pending_tx
-                .send(pending.map_err(status_from_log_error))
-                .await
-                .is_err()
-                || failed
-            {
+            let pending = pending.map(|p| (p, permit)).map_err(status_from_log_error);
+            if pending_tx.send(pending).await.is_err() || failed {
                 return;
             }
         }
@@ -493,13 +496,14 @@ impl LogService {
 }
 
 async fn answer_produce_stream(
-    mut pending_rx: mpsc::Receiver<Result<crate::log::PendingAppend, Status>>,
+    mut pending_rx: mpsc::Receiver<Pending>,
     responses_tx: mpsc::Sender<Result<proto::ProduceResponse, Status>>,
 ) {
     while let Some(pending) = pending_rx.recv().await {
-        let acknowledged = match pending {
-            Ok(pending) => pending.await.map_err(status_from_log_error),
-            Err(status) => Err(status),
+        // The permit is released once this batch is answered.
+        let (acknowledged, _permit) = match pending {
+            Ok((pending, permit)) => (pending.await.map_err(status_from_log_error), Some(permit)),
+            Err(status) => (Err(status), None),
         };
         let offsets = match acknowledged {
             Ok(offsets) => offsets,
