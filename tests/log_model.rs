@@ -235,6 +235,15 @@ fn check_read_batch(log: &Log, model: &Model, offset: u64, max_records: usize, m
                 batch.len() == 1 || frames <= max_bytes,
                 "batch over its byte budget"
             );
+            // A batch is as long as its limits allow, across segment boundaries too.
+            let end = offset + batch.len() as u64;
+            if batch.len() < max_records.max(1) && end < model.next() {
+                let following = &model.records[(end - model.lowest) as usize].3;
+                assert!(
+                    frames + 40 + following.len() > max_bytes,
+                    "batch from {offset} stopped at {end} with room left"
+                );
+            }
             for (i, r) in batch.iter().enumerate() {
                 let want = &model.records[(offset - model.lowest) as usize + i];
                 assert_eq!(r.offset, offset + i as u64);

@@ -234,7 +234,9 @@ impl Log {
     }
 
     /// Consecutive records from `offset`: at most `max_records`, stopping before `max_bytes` of
-    /// frames, but always at least one. Never crosses a segment boundary (it may return fewer).
+    /// frames, but always at least one. Fills from the following segments too; a later segment
+    /// that cannot be read ends the batch early (the caller meets its error when it reads that
+    /// offset itself).
     pub fn read_batch(
         &self,
         offset: u64,
@@ -250,8 +252,39 @@ impl Log {
                 next,
             });
         }
+        let (max_records, record_bytes_max) = (max_records.max(1), self.config.record_bytes_max);
         let i = state.segments.partition_point(|s| s.base() <= offset) - 1;
-        state.segments[i].read(offset, max_records, max_bytes, self.config.record_bytes_max)
+        let mut records =
+            state.segments[i].read(offset, max_records, max_bytes, record_bytes_max)?;
+        let mut bytes: usize = records.iter().map(frame_bytes).sum();
+        for segment in &state.segments[i + 1..] {
+            let contiguous = records
+                .last()
+                .is_some_and(|r| r.offset + 1 == segment.base());
+            if !contiguous
+                || records.len() >= max_records
+                || bytes >= max_bytes
+                || segment.is_empty()
+            {
+                break;
+            }
+            let room = max_bytes - bytes;
+            let Ok(more) = segment.read(
+                segment.base(),
+                max_records - records.len(),
+                room,
+                record_bytes_max,
+            ) else {
+                break;
+            };
+            // A segment read returns its first record even when it alone exceeds `room`.
+            if more.first().is_some_and(|r| frame_bytes(r) > room) {
+                break;
+            }
+            bytes += more.iter().map(frame_bytes).sum::<usize>();
+            records.extend(more);
+        }
+        Ok(records)
     }
 
     /// The first offset whose timestamp is >= `timestamp_ms`, or the next offset if none is.
@@ -544,6 +577,10 @@ impl Log {
         self.poisoned.store(true, Ordering::SeqCst);
         err
     }
+}
+
+fn frame_bytes(record: &Record) -> usize {
+    record::frame_len(record.value.len())
 }
 
 /// The base offsets of the segments with a store file, ascending; removes index files that have
