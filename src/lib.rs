@@ -7,6 +7,8 @@ pub mod client;
 pub mod config;
 pub mod io;
 pub mod log;
+pub mod membership;
+pub mod raft;
 pub mod server;
 
 /// Types generated from proto/ (only `server/` and `client/` use them).

@@ -1,0 +1,1 @@
+//! Gossip membership and failure detection: foca (SWIM) over a datagram socket.
