@@ -201,6 +201,28 @@ impl Log {
             .map(|_| ())
     }
 
+    /// Appends `records` at `first`, which must be the log's next offset, all with one
+    /// timestamp (clamped so timestamps never decrease): a replicated batch in one write per
+    /// segment. Returns their offsets.
+    pub fn append_batch_at(
+        &self,
+        first: u64,
+        records: &[NewRecord],
+        timestamp_ms: i64,
+    ) -> Result<Range<u64>, LogError> {
+        self.validate(records)?;
+        let mut state = self.write_state()?;
+        let next = state.next();
+        if first != next {
+            return Err(LogError::NonContiguous {
+                expected: next,
+                got: first,
+            });
+        }
+        let timestamp_ms = timestamp_ms.max(state.last_timestamp_ms);
+        self.append_locked(&mut state, records, timestamp_ms)
+    }
+
     /// Fsyncs the active store and returns the durable next offset: every record below it is
     /// on disk. Concurrent appends go on while the fsync runs.
     pub fn sync(&self) -> Result<u64, LogError> {
@@ -370,6 +392,60 @@ impl Log {
         result.map_err(|e| self.poison(e))
     }
 
+    /// Drops every record and restarts the log, empty, at `next_offset` (so `lowest_offset()` =
+    /// `next_offset()` = `next_offset`), durably: the segments are removed oldest first, the
+    /// directory synced after each removal (a crash leaves a dense suffix, which opens), then a
+    /// fresh segment is created at `next_offset` and the directory synced. For Raft, when a
+    /// snapshot moves a replica past its whole log. A crash part-way leaves a log that opens but
+    /// may start anywhere at or below `next_offset`: the caller persists its intent and calls
+    /// `reset` again after reopening. Any failure poisons the log.
+    pub fn reset(&self, next_offset: u64) -> Result<(), LogError> {
+        let mut state = self.write_state()?;
+        state.truncations += 1;
+        let result = self.reset_locked(&mut state, next_offset);
+        self.publish(&state);
+        self.durable.store(state.next(), Ordering::SeqCst);
+        result.map_err(|e| self.poison(e))
+    }
+
+    fn reset_locked(&self, state: &mut State, next_offset: u64) -> Result<(), LogError> {
+        while !state.segments.is_empty() {
+            let segment = state.segments.remove(0);
+            // Poisoned below on error, so nothing uses the (possibly empty) segment list again.
+            self.remove_segment_files(&segment)?;
+        }
+        let segment = Segment::create(
+            self.disk.as_ref(),
+            &self.config.dir,
+            next_offset,
+            self.limits,
+        )?;
+        segment.sync()?;
+        state.segments.push(segment);
+        self.sync_dir()
+    }
+
+    /// The offset retention would keep from, without deleting anything: the base of the oldest
+    /// segment that `apply_retention` with these limits would keep (the lowest offset when
+    /// nothing would go). The Raft layer uses it to choose how far to purge, since it alone may
+    /// drop replicated records.
+    pub fn retention_cut(&self, bytes_max: Option<u64>, ms_max: Option<u64>) -> u64 {
+        let state = self.state.read();
+        if state.closed || state.segments.is_empty() {
+            return self.lowest_offset();
+        }
+        let now_ms = self.clock.now_ms();
+        let mut total: u64 = state.segments.iter().map(Segment::store_bytes).sum();
+        let mut keep = 0;
+        while keep + 1 < state.segments.len()
+            && expired(&state.segments[keep], total, bytes_max, ms_max, now_ms)
+        {
+            total -= state.segments[keep].store_bytes();
+            keep += 1;
+        }
+        state.segments[keep].base()
+    }
+
     /// Drops the oldest segments (never the active one) while the log is larger than
     /// `retention_bytes_max` or their newest record is older than `retention_ms_max`. Returns
     /// how many were dropped.
@@ -515,15 +591,14 @@ impl Log {
     }
 
     fn expired(&self, state: &State, now_ms: i64) -> bool {
-        let too_big = self
-            .config
-            .retention_bytes_max
-            .is_some_and(|max| state.segments.iter().map(Segment::store_bytes).sum::<u64>() > max);
-        let too_old = self.config.retention_ms_max.is_some_and(|max| {
-            let newest = state.segments[0].last_timestamp_ms().unwrap_or(i64::MAX);
-            newest < now_ms.saturating_sub(i64::try_from(max).unwrap_or(i64::MAX))
-        });
-        too_big || too_old
+        let total = state.segments.iter().map(Segment::store_bytes).sum::<u64>();
+        expired(
+            &state.segments[0],
+            total,
+            self.config.retention_bytes_max,
+            self.config.retention_ms_max,
+            now_ms,
+        )
     }
 
     fn sync_dir(&self) -> Result<(), LogError> {
@@ -577,6 +652,23 @@ impl Log {
         self.poisoned.store(true, Ordering::SeqCst);
         err
     }
+}
+
+/// Whether retention drops `oldest` from a log of `total_bytes`: too big, or its newest record
+/// too old.
+fn expired(
+    oldest: &Segment,
+    total_bytes: u64,
+    bytes_max: Option<u64>,
+    ms_max: Option<u64>,
+    now_ms: i64,
+) -> bool {
+    let too_big = bytes_max.is_some_and(|max| total_bytes > max);
+    let too_old = ms_max.is_some_and(|max| {
+        let newest = oldest.last_timestamp_ms().unwrap_or(i64::MAX);
+        newest < now_ms.saturating_sub(i64::try_from(max).unwrap_or(i64::MAX))
+    });
+    too_big || too_old
 }
 
 fn frame_bytes(record: &Record) -> usize {

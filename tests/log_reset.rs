@@ -1,0 +1,171 @@
+//! `Log::reset` (restart a log empty at any offset, durably), `Log::append_batch_at` and
+//! `Log::retention_cut`: the additions the Raft store needs.
+
+mod log_support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use log_support::{read_all, record, small_config, FaultDisk};
+use loghouse::io::{Disk, ManualClock, SimDisk, StdDisk};
+use loghouse::log::{Log, LogConfig, LogError, NewRecord};
+
+fn open(disk: Arc<dyn Disk>, config: LogConfig) -> Result<Log, LogError> {
+    Log::open(disk, Arc::new(ManualClock::new(5_000)), config)
+}
+
+fn fill(log: &Log, count: u64) {
+    let next = log.next_offset();
+    for n in next..next + count {
+        log.append(&[record(n, (n as usize * 31) % 90)]).unwrap();
+    }
+    log.sync().unwrap();
+}
+
+#[test]
+fn reset_restarts_the_log_empty_at_any_offset_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(Arc::new(StdDisk), small_config(dir.path())).unwrap();
+    fill(&log, 40);
+    assert!(log.info().segment_count > 2);
+    // Forward past the end, then backward below it: both work.
+    for target in [1_000, 7] {
+        log.reset(target).unwrap();
+        let info = log.info();
+        assert_eq!(
+            (info.lowest_offset, info.next_offset, info.segment_count),
+            (target, target, 1)
+        );
+        assert_eq!(info.durable_offset, target);
+        assert!(matches!(
+            log.read(target),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.append(&[record(1, 10)]).unwrap(), target..target + 1);
+        log.sync().unwrap();
+    }
+    let records = read_all(&log);
+    log.close().unwrap();
+    let log = open(Arc::new(StdDisk), small_config(dir.path())).unwrap();
+    assert_eq!((log.lowest_offset(), log.next_offset()), (7, 8));
+    assert_eq!(read_all(&log), records);
+}
+
+#[test]
+fn a_crash_anywhere_in_a_reset_leaves_a_log_that_opens_and_a_second_reset_finishes_it() {
+    let dir = Path::new("/log");
+    // Count the mutating operations of a reset.
+    let counting = FaultDisk::new(Arc::new(SimDisk::new(0)));
+    let log = open(Arc::new(counting.clone()), small_config(dir)).unwrap();
+    fill(&log, 30);
+    let before = counting
+        .faults
+        .ops
+        .load(std::sync::atomic::Ordering::SeqCst);
+    log.reset(500).unwrap();
+    let ops = counting
+        .faults
+        .ops
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - before;
+    assert!(ops > 4);
+    for n in 0..=ops {
+        let sim = SimDisk::new(n);
+        let faulty = FaultDisk::new(Arc::new(sim.clone()));
+        let log = open(Arc::new(faulty.clone()), small_config(dir)).unwrap();
+        fill(&log, 30);
+        let original = read_all(&log);
+        let base = faulty.faults.ops.load(std::sync::atomic::Ordering::SeqCst);
+        faulty.faults.fail_ops_from(base + n);
+        let result = log.reset(500);
+        if result.is_err() {
+            // Poisoned: writes are refused until reopened.
+            assert!(matches!(
+                log.append(&[record(0, 1)]),
+                Err(LogError::Poisoned { .. })
+            ));
+        }
+        drop(log);
+        sim.crash();
+        let log = open(Arc::new(sim.clone()), small_config(dir))
+            .unwrap_or_else(|e| panic!("crash at op {n}: open failed: {e}"));
+        // What survived is a dense suffix of the old log (empty once every old segment is gone).
+        let survived = read_all(&log);
+        assert!(
+            original.ends_with(&survived),
+            "crash at op {n}: {} records survived from {}",
+            survived.len(),
+            log.lowest_offset()
+        );
+        log.reset(500).unwrap();
+        assert_eq!((log.lowest_offset(), log.next_offset()), (500, 500));
+        log.append(&[record(9, 9)]).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        sim.crash();
+        let log = open(Arc::new(sim), small_config(dir)).unwrap();
+        assert_eq!((log.lowest_offset(), log.next_offset()), (500, 501));
+    }
+}
+
+#[test]
+fn append_batch_at_checks_the_offset_and_clamps_the_timestamp() {
+    let log = open(Arc::new(SimDisk::new(1)), small_config(Path::new("/log"))).unwrap();
+    let batch: Vec<NewRecord> = (0..5)
+        .map(|n| NewRecord {
+            term: 3,
+            kind: 0,
+            value: format!("r{n}").into(),
+        })
+        .collect();
+    assert_eq!(log.append_batch_at(0, &batch, 100).unwrap(), 0..5);
+    assert!(matches!(
+        log.append_batch_at(3, &batch, 100),
+        Err(LogError::NonContiguous {
+            expected: 5,
+            got: 3
+        })
+    ));
+    assert!(matches!(
+        log.append_batch_at(5, &[], 100),
+        Err(LogError::BatchEmpty)
+    ));
+    // An older timestamp (a skewed leader) is clamped to the newest so far.
+    assert_eq!(log.append_batch_at(5, &batch[..2], 50).unwrap(), 5..7);
+    let records = read_all(&log);
+    assert!(records.iter().all(|r| r.timestamp_ms == 100 && r.term == 3));
+    assert_eq!(records[6].value, "r1");
+}
+
+#[test]
+fn retention_cut_says_where_retention_would_cut_without_deleting() {
+    let clock = Arc::new(ManualClock::new(5_000));
+    let log = Log::open(
+        Arc::new(SimDisk::new(2)),
+        clock.clone(),
+        small_config(Path::new("/log")),
+    )
+    .unwrap();
+    fill(&log, 40);
+    let info = log.info();
+    assert!(info.segment_count > 3);
+    assert_eq!(log.retention_cut(None, None), 0);
+    // Keep at most half the bytes: the cut is a segment base, and nothing is deleted.
+    let cut = log.retention_cut(Some(info.size_bytes / 2), None);
+    assert!(cut > 0 && cut < info.next_offset);
+    assert_eq!(log.info(), info);
+    assert!(log.read(cut).is_ok());
+    // The same cut apply_retention would make.
+    let mut config = small_config(Path::new("/log2"));
+    config.retention_bytes_max = Some(info.size_bytes / 2);
+    let other = Log::open(Arc::new(SimDisk::new(2)), clock.clone(), config).unwrap();
+    fill(&other, 40);
+    other.apply_retention().unwrap();
+    assert_eq!(other.lowest_offset(), cut);
+    // By age: every sealed segment is older than 1 ms once time moves on, so the cut is the
+    // active segment's base, as with a zero byte budget.
+    clock.advance_ms(10);
+    let active_base = log.retention_cut(Some(0), None);
+    assert!(active_base > cut);
+    assert_eq!(log.retention_cut(None, Some(1)), active_base);
+}
