@@ -14,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("log_descriptor.bin"))
         .bytes(["."])
         .compile_protos(&["proto/log/v1/log.proto"], &["proto"])?;
+    // The members-only Raft transport (no reflection: it is internal).
+    tonic_build::configure()
+        .bytes(["."])
+        .compile_protos(&["proto/raft/v1/raft.proto"], &["proto"])?;
     // The original API alone, for the wire-compatibility test (tests/grpc.rs).
     let original_dir = out_dir.join("original");
     std::fs::create_dir_all(&original_dir)?;

@@ -28,6 +28,127 @@ pub struct NodeConfig {
     pub retention_bytes_max: Option<u64>,
     pub retention_ms_max: Option<u64>,
     pub limits: Limits,
+    /// Replication: absent for a standalone node (no Raft, no gossip).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A replicated node. Its `node_id` (the node's) must then be a nonzero integer. A node started
+/// with `bootstrap` (or with an empty `join` list) starts a new cluster of itself if it has no
+/// Raft state yet; the others join through gossip and are added by the leader (as learners, then
+/// voters). Starting two bootstrapped nodes makes two clusters: bootstrap exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The UDP address gossip (SWIM) listens on and advertises.
+    pub gossip_listen: SocketAddr,
+    /// Gossip addresses of any members, to join (and, after a restart, rejoin) through.
+    pub join: Vec<SocketAddr>,
+    /// Start a new cluster if this node has no Raft state yet (implied by an empty `join`).
+    pub bootstrap: bool,
+    /// The address other members and clients use for this node's gRPC (default: `listen`).
+    pub advertise_rpc: Option<String>,
+    /// Voters the cluster aims for; further members are learners (replicate, serve reads).
+    pub voters_target: usize,
+    /// A voter seen down this long by gossip is demoted to learner.
+    pub down_grace_ms: u64,
+    /// A learner seen down this long is removed.
+    pub remove_after_ms: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Records merged into one Raft entry at most.
+    pub entry_records_max: usize,
+    /// Value bytes merged into one Raft entry at most.
+    pub entry_bytes_max: usize,
+    /// Raft entries proposed and not yet committed, at most.
+    pub entries_in_flight_max: usize,
+    /// Raft entries in one AppendEntries message, at most.
+    pub payload_entries_max: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            gossip_listen: "127.0.0.1:7500"
+                .parse()
+                .expect("default gossip address parses"),
+            join: Vec::new(),
+            bootstrap: false,
+            advertise_rpc: None,
+            voters_target: 3,
+            down_grace_ms: 30_000,
+            remove_after_ms: 300_000,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
+            entry_records_max: 4_096,
+            entry_bytes_max: 1 << 20,
+            entries_in_flight_max: 4,
+            payload_entries_max: 16,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self, limits: &Limits, record_bytes_max: u32) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if !(1..=7).contains(&self.voters_target) {
+            return invalid(format!(
+                "cluster.voters_target = {} must be in 1..=7",
+                self.voters_target
+            ));
+        }
+        if self.heartbeat_ms == 0
+            || self.election_timeout_min_ms <= self.heartbeat_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return invalid(format!(
+                "cluster timing must satisfy 0 < heartbeat_ms ({}) < election_timeout_min_ms ({}) \
+                 < election_timeout_max_ms ({})",
+                self.heartbeat_ms, self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if self.down_grace_ms < 2 * self.election_timeout_max_ms
+            || self.remove_after_ms < self.down_grace_ms
+        {
+            return invalid(format!(
+                "cluster.down_grace_ms ({}) must be at least twice election_timeout_max_ms, and \
+                 remove_after_ms ({}) at least down_grace_ms",
+                self.down_grace_ms, self.remove_after_ms
+            ));
+        }
+        // One AppendEntries carries up to payload_entries_max entries of entry_bytes_max (a
+        // single record may exceed entry_bytes_max: it then travels alone).
+        let entry_bytes = self.entry_bytes_max.max(record_bytes_max as usize) + 64 * 1024;
+        let payload_bytes = entry_bytes as u64 * self.payload_entries_max;
+        if payload_bytes > limits.message_bytes_max as u64 * 4 {
+            return invalid(format!(
+                "cluster.payload_entries_max ({}) x entry_bytes_max ({}) is {payload_bytes} bytes; \
+                 keep it within 4 x limits.message_bytes_max",
+                self.payload_entries_max, self.entry_bytes_max
+            ));
+        }
+        let checks: [(&str, u64, u64); 4] = [
+            (
+                "entry_records_max",
+                self.entry_records_max as u64,
+                1_000_000,
+            ),
+            ("entry_bytes_max", self.entry_bytes_max as u64, 64 << 20),
+            (
+                "entries_in_flight_max",
+                self.entries_in_flight_max as u64,
+                64,
+            ),
+            ("payload_entries_max", self.payload_entries_max, 1_024),
+        ];
+        for (name, value, max) in checks {
+            if value == 0 || value > max {
+                return invalid(format!("cluster.{name} = {value} must be in 1..={max}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Server-side limits. Requests beyond them get INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
@@ -87,6 +208,7 @@ impl Default for NodeConfig {
             retention_bytes_max: None,
             retention_ms_max: None,
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }
@@ -139,12 +261,27 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// The numeric node id a replicated node needs.
+    pub fn raft_node_id(&self) -> Result<u64, ConfigError> {
+        match self.node_id.parse::<u64>() {
+            Ok(id) if id > 0 => Ok(id),
+            _ => Err(ConfigError::Invalid(format!(
+                "node_id = {:?}: a cluster member needs a nonzero integer id",
+                self.node_id
+            ))),
+        }
+    }
+
     /// Checks every setting; the error names the setting and what it accepts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log_config()?;
         self.limits.validate(self.record_bytes_max)?;
         if self.node_id.is_empty() {
             return Err(ConfigError::Invalid("node_id must not be empty".into()));
+        }
+        if let Some(cluster) = &self.cluster {
+            self.raft_node_id()?;
+            cluster.validate(&self.limits, self.record_bytes_max)?;
         }
         Ok(())
     }

@@ -20,4 +20,14 @@ pub mod proto {
     /// has no reflection service).
     #[cfg(not(madsim))]
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("log_descriptor");
+
+    /// On a follower's UNAVAILABLE answer to a write: the leader's node id and gRPC address.
+    pub const LEADER_ID_KEY: &str = "loghouse-leader-id";
+    pub const LEADER_ADDR_KEY: &str = "loghouse-leader-addr";
+
+    /// The members-only Raft transport (payloads are postcard-encoded openraft messages).
+    pub mod raft {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("raft.v1");
+    }
 }

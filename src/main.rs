@@ -16,6 +16,8 @@ use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::Node;
 
+mod cluster_cli;
+
 #[derive(Parser)]
 #[command(name = "loghouse", version, about = "A distributed commit log")]
 struct Cli {
@@ -44,6 +46,9 @@ enum Command {
     Consume(ConsumeArgs),
     /// Show the log's offsets and size.
     Info(AddrArgs),
+    /// Run or inspect a local cluster.
+    #[command(subcommand)]
+    Cluster(cluster_cli::ClusterCommand),
     /// Benchmarks (they print tables).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -73,6 +78,24 @@ struct ServeArgs {
     retention_bytes_max: Option<u64>,
     #[arg(long, env = "LOGHOUSE_RETENTION_MS_MAX")]
     retention_ms_max: Option<u64>,
+    /// Run as a cluster member: the UDP address gossip listens on. The node id must then be a
+    /// nonzero integer.
+    #[arg(long, env = "LOGHOUSE_GOSSIP_LISTEN")]
+    gossip_listen: Option<SocketAddr>,
+    /// Gossip addresses of members to join (and rejoin after a restart) through,
+    /// comma-separated. Without any, the member bootstraps (see --bootstrap).
+    #[arg(long, env = "LOGHOUSE_JOIN", value_delimiter = ',')]
+    join: Vec<SocketAddr>,
+    /// Start a new cluster if this node has no Raft state yet (implied when --join is empty).
+    /// Bootstrap exactly one member.
+    #[arg(long, env = "LOGHOUSE_BOOTSTRAP")]
+    bootstrap: bool,
+    /// The gRPC address other members and clients should use [default: the listen address]
+    #[arg(long, env = "LOGHOUSE_ADVERTISE_RPC")]
+    advertise_rpc: Option<String>,
+    /// Voters the cluster aims for (further members are learners) [default: 3]
+    #[arg(long, env = "LOGHOUSE_VOTERS_TARGET")]
+    voters_target: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -118,6 +141,9 @@ struct ConsumeArgs {
 enum BenchCommand {
     /// Produce and consume load over gRPC (an in-process node unless --addr).
     Grpc(loghouse::bench::grpc::GrpcBenchOptions),
+    /// A local cluster of real processes: load against the leader, then leader kills
+    /// (failover time, catch-up, every acknowledged record checked on every member).
+    Cluster(loghouse::bench::cluster::ClusterBenchOptions),
     /// The storage engine alone: append, scan, random read, open after close and after a crash,
     /// beside the disk's own limit (dd conv=fdatasync) measured in the same run.
     Log(loghouse::bench::log::LogBenchOptions),
@@ -140,8 +166,12 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => produce(args).await,
             Command::Consume(args) => consume(args).await,
             Command::Info(args) => info(args).await,
+            Command::Cluster(command) => cluster_cli::run(command).await,
             Command::Bench(BenchCommand::Grpc(options)) => {
                 loghouse::bench::grpc::run(options).await
+            }
+            Command::Bench(BenchCommand::Cluster(options)) => {
+                loghouse::bench::cluster::run(options).await
             }
             Command::Bench(BenchCommand::Log(_)) => unreachable!("matched above"),
         }
@@ -188,6 +218,23 @@ fn node_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     }
     config.retention_bytes_max = args.retention_bytes_max.or(config.retention_bytes_max);
     config.retention_ms_max = args.retention_ms_max.or(config.retention_ms_max);
+    let clustered = args.gossip_listen.is_some() || !args.join.is_empty() || args.bootstrap;
+    if clustered || config.cluster.is_some() {
+        let cluster = config.cluster.get_or_insert_with(Default::default);
+        if let Some(v) = args.gossip_listen {
+            cluster.gossip_listen = v;
+        }
+        if !args.join.is_empty() {
+            cluster.join = args.join;
+        }
+        cluster.bootstrap |= args.bootstrap;
+        if let Some(v) = args.advertise_rpc {
+            cluster.advertise_rpc = Some(v);
+        }
+        if let Some(v) = args.voters_target {
+            cluster.voters_target = v;
+        }
+    }
     config.validate()?;
     Ok(config)
 }
@@ -199,12 +246,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?.to_string();
     let data_dir = config.data_dir.clone();
-    let node = Node::open(
-        config,
-        Arc::new(StdDisk),
-        Arc::new(SystemClock),
-        addr.clone(),
-    )?;
+    let (disk, clock) = (Arc::new(StdDisk), Arc::new(SystemClock));
+    let (node, membership) = if config.cluster.is_some() {
+        let member = loghouse::server::start_member(config, disk, clock, addr.clone()).await?;
+        (member.node, Some(member.membership))
+    } else {
+        (Node::open(config, disk, clock, addr.clone())?, None)
+    };
     let info = node.log().info();
     tracing::info!(
         %addr,
@@ -218,6 +266,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     #[cfg(madsim)]
     let listener = listener.local_addr()?;
     loghouse::server::serve(node, listener, shutdown_signal()).await?;
+    if let Some(membership) = membership {
+        membership.leave().await;
+    }
     tracing::info!("loghouse node stopped cleanly");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Benchmarks behind `loghouse bench`: they print tables, they assert nothing.
 
+pub mod cluster;
 pub mod embedded;
 pub mod grpc;
+pub mod local_cluster;
 pub mod log;
 
 /// Peak resident memory (VmHWM) of a process, from /proc.

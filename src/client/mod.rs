@@ -1,13 +1,17 @@
 //! A Rust client for Loghouse, used by the CLI, the benchmark and the tests.
 //!
-//! Single-node for now: it talks to one address. (The cluster issue adds discovery through
-//! GetServers, produce-to-leader and consume-from-followers.)
+//! It talks to one node, or to a cluster: discovery through GetServers, writes to the leader
+//! (following redirects and leader changes), reads optionally spread over the followers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::{self, log_client::LogClient};
+use crate::proto::{self, log_client::LogClient, LEADER_ADDR_KEY};
 
 pub use crate::proto::Record;
 
@@ -28,37 +32,184 @@ pub enum ClientError {
 /// Information about the log, as the server reports it.
 pub type LogInfo = proto::GetLogInfoResponse;
 
+/// A client of a node or a cluster.
+///
+/// Writes go to the leader: a follower's UNAVAILABLE answer names the leader
+/// (`loghouse-leader-addr`), and the client retries there; after a transport error it asks the
+/// members it knows (GetServers) who leads now. Reads go to the node the client was connected to
+/// unless `spread_reads` is on, in which case they rotate over the alive followers.
+///
+/// Delivery is at-least-once across a leader change: a write whose leader failed after
+/// committing it, but before answering, is retried and then stored twice. Writes that get an
+/// answer are never duplicated.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: LogClient<Channel>,
+    cluster: Arc<Mutex<ClusterState>>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterState {
+    /// Address -> channel, for every member used.
+    channels: BTreeMap<String, LogClient<Channel>>,
+    /// Every member address seen (the seed, and each GetServers answer), to rediscover from.
+    known: BTreeSet<String>,
+    leader: Option<String>,
+    /// Alive non-leaders, for spread reads.
+    followers: Vec<String>,
+    next_follower: usize,
+    spread_reads: bool,
 }
 
 /// The largest message the client sends or accepts.
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Attempts for one write before its last error is returned.
+const WRITE_ATTEMPTS_MAX: u32 = 8;
+/// Wait before the first retry; doubled each time up to `RETRY_BACKOFF_MAX_MS`.
+const RETRY_BACKOFF_MS: u64 = 50;
+const RETRY_BACKOFF_MAX_MS: u64 = 1_000;
 
 impl Client {
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let channel = endpoint
+        let channel = endpoint(addr)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_owned(),
                 source,
             })?;
-        let inner = LogClient::new(channel)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
-        Ok(Client { inner })
+        let inner = log_client(channel);
+        let mut cluster = ClusterState::default();
+        cluster.channels.insert(plain(addr), inner.clone());
+        cluster.known.insert(plain(addr));
+        cluster.leader = Some(plain(addr));
+        Ok(Client {
+            inner,
+            cluster: Arc::new(Mutex::new(cluster)),
+        })
+    }
+
+    /// Connects to `addr`, then learns the cluster's members and leader (GetServers).
+    pub async fn connect_cluster(addr: &str) -> Result<Client, ClientError> {
+        let client = Client::connect(addr).await?;
+        client.refresh(client.inner.clone()).await?;
+        Ok(client)
+    }
+
+    /// Rotate consumes over the alive followers (the leader when there are none).
+    pub fn spread_reads(&self, on: bool) {
+        self.cluster.lock().spread_reads = on;
+    }
+
+    /// The members, as the first node that answers reports them.
+    pub async fn servers(&self) -> Result<Vec<proto::Server>, ClientError> {
+        let response = self
+            .inner
+            .clone()
+            .get_servers(proto::GetServersRequest {})
+            .await?;
+        Ok(response.into_inner().servers)
+    }
+
+    /// Asks `via` for the members and remembers the leader and the followers.
+    async fn refresh(&self, mut via: LogClient<Channel>) -> Result<(), ClientError> {
+        let servers = via
+            .get_servers(proto::GetServersRequest {})
+            .await?
+            .into_inner()
+            .servers;
+        let mut cluster = self.cluster.lock();
+        let addrs = servers.iter().filter(|s| !s.rpc_addr.is_empty());
+        cluster.known.extend(addrs.map(|s| plain(&s.rpc_addr)));
+        cluster.leader = servers
+            .iter()
+            .find(|s| s.is_leader)
+            .map(|s| plain(&s.rpc_addr));
+        cluster.followers = servers
+            .iter()
+            .filter(|s| !s.is_leader && s.alive && !s.rpc_addr.is_empty())
+            .map(|s| plain(&s.rpc_addr))
+            .collect();
+        Ok(())
+    }
+
+    /// A (lazily connected) client for the member at `addr`.
+    fn member(&self, addr: &str) -> Result<LogClient<Channel>, ClientError> {
+        let mut cluster = self.cluster.lock();
+        if let Some(client) = cluster.channels.get(addr) {
+            return Ok(client.clone());
+        }
+        let client = log_client(endpoint(addr)?.connect_lazy());
+        cluster.channels.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    fn leader(&self) -> Result<LogClient<Channel>, ClientError> {
+        let leader = self.cluster.lock().leader.clone();
+        match leader {
+            Some(addr) => self.member(&addr),
+            None => Ok(self.inner.clone()),
+        }
+    }
+
+    /// Where the next read goes.
+    fn reader(&self) -> Result<LogClient<Channel>, ClientError> {
+        let addr = {
+            let mut cluster = self.cluster.lock();
+            if !cluster.spread_reads || cluster.followers.is_empty() {
+                None
+            } else {
+                cluster.next_follower = (cluster.next_follower + 1) % cluster.followers.len();
+                Some(cluster.followers[cluster.next_follower].clone())
+            }
+        };
+        match addr {
+            Some(addr) => self.member(&addr),
+            None => Ok(self.inner.clone()),
+        }
+    }
+
+    /// Runs `call` on the leader, following redirects and leader changes (see the type's docs
+    /// for what a retry may duplicate).
+    async fn on_leader<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(LogClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff_ms = RETRY_BACKOFF_MS;
+        let mut attempt = 1;
+        loop {
+            let status = match call(self.leader()?).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            if status.code() != tonic::Code::Unavailable || attempt >= WRITE_ATTEMPTS_MAX {
+                return Err(status.into());
+            }
+            attempt += 1;
+            match leader_hint(&status) {
+                Some(addr) => self.cluster.lock().leader = Some(addr),
+                None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                    self.rediscover().await;
+                }
+            }
+        }
+    }
+
+    /// Asks every known member, in turn, who leads now.
+    async fn rediscover(&self) {
+        let known: Vec<String> = self.cluster.lock().known.iter().cloned().collect();
+        for addr in known {
+            let Ok(client) = self.member(&addr) else {
+                continue;
+            };
+            if self.refresh(client).await.is_ok() && self.cluster.lock().leader.is_some() {
+                return;
+            }
+        }
     }
 
     /// The generated client, for RPCs this wrapper does not cover.
@@ -68,23 +219,34 @@ impl Client {
 
     pub async fn produce(&self, value: impl Into<Bytes>) -> Result<u64, ClientError> {
         let record = Some(data_record(value.into()));
-        let response = self.raw().produce(proto::ProduceRequest { record }).await?;
-        Ok(response.into_inner().offset)
+        let response = self
+            .on_leader(|mut c| {
+                let request = proto::ProduceRequest {
+                    record: record.clone(),
+                };
+                async move { c.produce(request).await }
+            })
+            .await?;
+        Ok(response.offset)
     }
 
     /// Appends `values` as one batch; returns the first offset (the rest follow densely).
     pub async fn produce_batch(&self, values: Vec<Bytes>) -> Result<u64, ClientError> {
-        let records = values.into_iter().map(data_record).collect();
+        let records: Vec<proto::Record> = values.into_iter().map(data_record).collect();
         let response = self
-            .raw()
-            .produce_batch(proto::ProduceBatchRequest { records })
+            .on_leader(|mut c| {
+                let request = proto::ProduceBatchRequest {
+                    records: records.clone(),
+                };
+                async move { c.produce_batch(request).await }
+            })
             .await?;
-        Ok(response.into_inner().first_offset)
+        Ok(response.first_offset)
     }
 
     pub async fn consume(&self, offset: u64) -> Result<Record, ClientError> {
         let response = self
-            .raw()
+            .reader()?
             .consume(proto::ConsumeRequest {
                 offset,
                 from_timestamp_ms: None,
@@ -108,7 +270,7 @@ impl Client {
             max_bytes: 0,
             from_timestamp_ms: None,
         };
-        Ok(self.raw().consume_batch(request).await?.into_inner())
+        Ok(self.reader()?.consume_batch(request).await?.into_inner())
     }
 
     /// Every committed record from `start`, then new ones as they commit; never ends by itself.
@@ -159,6 +321,37 @@ impl Start {
             Start::TimestampMs(t) => (0, Some(t)),
         }
     }
+}
+
+/// The leader's address from a follower's UNAVAILABLE answer.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    let value = status.metadata().get(LEADER_ADDR_KEY)?;
+    value.to_str().ok().map(plain)
+}
+
+/// `host:port` without a scheme (the key under which a member's channel is kept).
+fn plain(addr: &str) -> String {
+    addr.split_once("://")
+        .map_or(addr, |(_, rest)| rest)
+        .to_owned()
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn log_client(channel: Channel) -> LogClient<Channel> {
+    LogClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 fn data_record(value: Bytes) -> proto::Record {

@@ -5,23 +5,29 @@
 //! finishes in-flight appends, syncs and closes the log.
 
 mod convert;
+mod member;
 mod node;
+mod raft_rpc;
 mod service;
 
 pub use convert::status_from_log_error;
+pub use member::{start_member, Member, MemberError};
 pub use node::{Node, NodeError};
+pub use node::{PendingWrite, ServerInfo};
+pub use raft_rpc::{GrpcRaftTransport, RaftRpcService};
 pub use service::LogService;
 
 use std::future::Future;
 
 use crate::proto::log_server::LogServer;
+use crate::proto::raft::raft_server::RaftServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("closing the log failed: {0}")]
-    Close(#[from] crate::log::LogError),
+    #[error("closing the node failed: {0}")]
+    Close(#[from] NodeError),
     #[error("building the reflection service failed: {0}")]
     Reflection(String),
 }
@@ -47,11 +53,13 @@ pub async fn serve(
     // Without TCP_NODELAY every small response waits for the peer's delayed ACK (~40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = stop_streams_on(node.clone(), shutdown);
-    tracing::info!(node_id = %node.config().node_id, "serving");
+    let raft_server = raft_server(&node);
+    tracing::info!(node_id = %node.config().node_id, replicated = raft_server.is_some(), "serving");
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(log_server)
+        .add_optional_service(raft_server)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     tracing::info!("stopped accepting; draining appends and closing the log");
@@ -71,10 +79,27 @@ pub async fn serve(
     let shutdown = stop_streams_on(node.clone(), shutdown);
     tonic::transport::Server::builder()
         .add_service(LogServer::new(service))
+        // (madsim-tonic ignores message size limits.)
+        .add_optional_service(
+            node.raft()
+                .map(|raft| RaftServer::new(RaftRpcService::new(raft.raft().clone()))),
+        )
         .serve_with_shutdown(addr, shutdown)
         .await?;
     node.shutdown().await?;
     Ok(())
+}
+
+/// The members-only Raft service, on a cluster member.
+#[cfg(not(madsim))]
+fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
+    let raft = node.raft()?.raft().clone();
+    let bytes_max = 4 * node.config().limits.message_bytes_max;
+    Some(
+        RaftServer::new(RaftRpcService::new(raft))
+            .max_decoding_message_size(bytes_max)
+            .max_encoding_message_size(bytes_max),
+    )
 }
 
 /// `shutdown`, then tell the node's streams to end: the server waits for every open call before

@@ -1,13 +1,22 @@
-//! A node: the log, its group-commit writer, and the limits the service enforces.
+//! A node: the log, how writes reach it (a local group-commit writer, or Raft replication), and
+//! the limits the service enforces.
 
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
 
+use super::convert::{status_from_log_error, status_from_propose_error};
 use crate::config::{ConfigError, NodeConfig};
 use crate::io::{Clock, Disk};
-use crate::log::{Committer, CommitterHandle, Log, LogError};
+use crate::log::{Committer, CommitterHandle, Log, LogError, NewRecord};
+use crate::raft::controller::MemberView;
+use crate::raft::node::{RaftNode, RaftNodeConfig, RaftNodeError};
+use crate::raft::proposer::ProposeError;
 
 /// How often the retention task looks for segments to drop.
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
@@ -18,18 +27,57 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error("opening the log failed: {0}")]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Raft(#[from] RaftNodeError),
+}
+
+/// A write on its way: resolves to the records' offsets once they are acknowledged (durable
+/// locally, or committed on a majority).
+pub type PendingWrite = Pin<Box<dyn Future<Output = Result<Range<u64>, Status>> + Send>>;
+
+/// One member as `GetServers` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub id: String,
+    pub rpc_addr: String,
+    pub is_leader: bool,
+    pub is_voter: bool,
+    pub alive: bool,
+    pub term: u64,
+    pub committed_offset: u64,
+}
+
+/// How writes reach the log.
+enum Writer {
+    /// One node: appends go through the group-commit writer.
+    Standalone(CommitterHandle),
+    /// A cluster member: writes go through Raft (accepted on the leader only).
+    Replicated {
+        raft: RaftNode,
+        members: watch::Receiver<MemberView>,
+    },
 }
 
 /// A running node's state, cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.inner.config.node_id)
+            .field("rpc_addr", &self.inner.rpc_addr)
+            .finish()
+    }
+}
+
 struct NodeInner {
     config: NodeConfig,
-    committer: CommitterHandle,
+    writer: Writer,
+    log: Arc<Log>,
+    committed: watch::Receiver<u64>,
     streams: Arc<Semaphore>,
     /// Set once the node stops serving: long-lived streams end so the server can drain.
     stopping: watch::Sender<bool>,
@@ -38,7 +86,8 @@ struct NodeInner {
 }
 
 impl Node {
-    /// Opens (and recovers) the log and starts the writer. Must run inside a tokio runtime.
+    /// Opens (and recovers) a standalone node's log and starts the writer. Must run inside a
+    /// tokio runtime.
     pub fn open(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
@@ -48,33 +97,81 @@ impl Node {
         config.validate()?;
         let log_config = config.log_config()?;
         let log = Arc::new(Log::open(disk, clock, log_config)?);
-        let committer = Committer::start(log, config.limits.append_queue_depth_max);
+        let committer = Committer::start(log.clone(), config.limits.append_queue_depth_max);
         if config.retention_bytes_max.is_some() || config.retention_ms_max.is_some() {
-            tokio::spawn(retention_loop(committer.clone()));
+            tokio::spawn(retention_loop(log.clone()));
         }
+        let committed = committer.committed();
+        Ok(Node::assemble(
+            config,
+            Writer::Standalone(committer),
+            log,
+            committed,
+            rpc_addr,
+        ))
+    }
+
+    /// Opens a cluster member: its replicated log and Raft. `members` is the gossip view the
+    /// leader turns into membership changes.
+    pub async fn open_replicated(
+        config: NodeConfig,
+        raft_config: RaftNodeConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn crate::raft::network::RaftTransport>,
+        members: watch::Receiver<MemberView>,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        let rpc_addr = raft_config.rpc_addr.clone();
+        let raft = RaftNode::start(raft_config, disk, clock, transport, members.clone()).await?;
+        let log = raft.store().data_log().clone();
+        let committed = raft.store().committed();
+        Ok(Node::assemble(
+            config,
+            Writer::Replicated { raft, members },
+            log,
+            committed,
+            rpc_addr,
+        ))
+    }
+
+    fn assemble(
+        config: NodeConfig,
+        writer: Writer,
+        log: Arc<Log>,
+        committed: watch::Receiver<u64>,
+        rpc_addr: String,
+    ) -> Node {
         let streams = Arc::new(Semaphore::new(config.limits.streams_max));
         let (stopping, _) = watch::channel(false);
-        Ok(Node {
+        Node {
             inner: Arc::new(NodeInner {
                 config,
-                committer,
+                writer,
+                log,
+                committed,
                 streams,
                 stopping,
                 rpc_addr,
             }),
-        })
+        }
     }
 
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
     }
 
+    /// The log consumers read (the client-offset log, on every replica).
     pub fn log(&self) -> &Arc<Log> {
-        self.inner.committer.log()
+        &self.inner.log
     }
 
-    pub fn committer(&self) -> &CommitterHandle {
-        &self.inner.committer
+    /// The Raft replica, for a cluster member.
+    pub fn raft(&self) -> Option<&RaftNode> {
+        match &self.inner.writer {
+            Writer::Standalone(_) => None,
+            Writer::Replicated { raft, .. } => Some(raft),
+        }
     }
 
     pub fn rpc_addr(&self) -> &str {
@@ -83,11 +180,93 @@ impl Node {
 
     /// One past the last committed (acknowledged, consumer-visible) offset.
     pub fn committed_offset(&self) -> u64 {
-        *self.inner.committer.committed().borrow()
+        *self.inner.committed.borrow()
     }
 
     pub fn watch_committed(&self) -> watch::Receiver<u64> {
-        self.inner.committer.committed()
+        self.inner.committed.clone()
+    }
+
+    /// Queues `records` (already validated against the limits) for the log. Waits while the
+    /// write queue is full; refused at once (UNAVAILABLE naming the leader) on a follower.
+    pub async fn submit(&self, records: Vec<NewRecord>) -> Result<PendingWrite, Status> {
+        match &self.inner.writer {
+            Writer::Standalone(committer) => {
+                let pending = committer
+                    .submit(records)
+                    .await
+                    .map_err(status_from_log_error)?;
+                Ok(Box::pin(async move {
+                    pending.await.map_err(status_from_log_error)
+                }))
+            }
+            Writer::Replicated { raft, .. } => {
+                let values = records.into_iter().map(|r| r.value).collect();
+                let pending = raft
+                    .proposer()
+                    .submit(values)
+                    .await
+                    .map_err(status_from_propose_error)?;
+                Ok(Box::pin(async move {
+                    match pending.await {
+                        Ok(result) => result.map_err(status_from_propose_error),
+                        Err(_) => Err(status_from_propose_error(ProposeError::Stopped(
+                            "the write was dropped".into(),
+                        ))),
+                    }
+                }))
+            }
+        }
+    }
+
+    /// `submit`, then wait for the acknowledgement.
+    pub async fn append(&self, records: Vec<NewRecord>) -> Result<Range<u64>, Status> {
+        self.submit(records).await?.await
+    }
+
+    /// Every member this node knows of, with what it knows about each.
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        let committed_offset = self.committed_offset();
+        let (raft, members) = match &self.inner.writer {
+            Writer::Standalone(_) => {
+                return vec![ServerInfo {
+                    id: self.inner.config.node_id.clone(),
+                    rpc_addr: self.inner.rpc_addr.clone(),
+                    is_leader: true,
+                    is_voter: true,
+                    alive: true,
+                    term: 0,
+                    committed_offset,
+                }]
+            }
+            Writer::Replicated { raft, members } => (raft, members.borrow().clone()),
+        };
+        let metrics = raft.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let mut ids: std::collections::BTreeSet<u64> = members.keys().copied().collect();
+        ids.extend(membership.nodes().map(|(id, _)| *id));
+        ids.into_iter()
+            .map(|id| {
+                let rpc_addr = members
+                    .get(&id)
+                    .map(|m| m.rpc_addr.clone())
+                    .or_else(|| membership.get_node(&id).map(|n| n.addr.clone()));
+                ServerInfo {
+                    id: id.to_string(),
+                    rpc_addr: rpc_addr.unwrap_or_default(),
+                    is_leader: metrics.current_leader == Some(id),
+                    is_voter: voters.contains(&id),
+                    alive: members.get(&id).is_some_and(|m| m.alive),
+                    term: metrics.current_term,
+                    committed_offset: if id == metrics.id {
+                        committed_offset
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect()
     }
 
     /// A slot for one long-lived stream, or None when `limits.streams_max` are open.
@@ -113,17 +292,21 @@ impl Node {
         *self.inner.stopping.borrow()
     }
 
-    /// Finishes queued appends, syncs and closes the log.
-    pub async fn shutdown(&self) -> Result<(), LogError> {
-        self.inner.committer.shutdown().await
+    /// Finishes queued appends, syncs and closes the log (stops Raft first on a member).
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        match &self.inner.writer {
+            Writer::Standalone(committer) => committer.shutdown().await?,
+            Writer::Replicated { raft, .. } => raft.shutdown().await?,
+        }
+        Ok(())
     }
 }
 
-async fn retention_loop(committer: CommitterHandle) {
+async fn retention_loop(log: Arc<Log>) {
     let mut ticks = tokio::time::interval(RETENTION_CHECK_INTERVAL);
     loop {
         ticks.tick().await;
-        match committer.log().apply_retention() {
+        match log.apply_retention() {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, "retention dropped segments"),
             Err(LogError::Closed) => return,

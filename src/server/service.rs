@@ -208,12 +208,7 @@ impl log_server::Log for LogService {
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
         let record = self.new_record(request.into_inner().record)?;
-        let range = self
-            .node
-            .committer()
-            .append(vec![record])
-            .await
-            .map_err(status_from_log_error)?;
+        let range = self.node.append(vec![record]).await?;
         Ok(Response::new(proto::ProduceResponse {
             offset: range.start,
         }))
@@ -295,14 +290,21 @@ impl log_server::Log for LogService {
         &self,
         _request: Request<proto::GetServersRequest>,
     ) -> Result<Response<proto::GetServersResponse>, Status> {
-        let server = proto::Server {
-            id: self.node.config().node_id.clone(),
-            rpc_addr: self.node.rpc_addr().to_owned(),
-            is_leader: true,
-        };
-        Ok(Response::new(proto::GetServersResponse {
-            servers: vec![server],
-        }))
+        let servers = self
+            .node
+            .servers()
+            .into_iter()
+            .map(|s| proto::Server {
+                id: s.id,
+                rpc_addr: s.rpc_addr,
+                is_leader: s.is_leader,
+                is_voter: s.is_voter,
+                alive: s.alive,
+                term: s.term,
+                committed_offset: s.committed_offset,
+            })
+            .collect();
+        Ok(Response::new(proto::GetServersResponse { servers }))
     }
 
     async fn produce_batch(
@@ -324,12 +326,7 @@ impl log_server::Log for LogService {
             .into_iter()
             .map(|r| self.new_record(Some(r)))
             .collect::<Result<Vec<_>, _>>()?;
-        let range = self
-            .node
-            .committer()
-            .append(records)
-            .await
-            .map_err(status_from_log_error)?;
+        let range = self.node.append(records).await?;
         let count = (range.end - range.start) as u32;
         Ok(Response::new(proto::ProduceBatchResponse {
             first_offset: range.start,
@@ -414,7 +411,7 @@ fn batch_response(
 const STREAM_APPEND_RECORDS_MAX: usize = 256;
 
 /// An append queued by a ProduceStream, holding its records' in-flight permits.
-type Pending = Result<(crate::log::PendingAppend, OwnedSemaphorePermit), Status>;
+type Pending = Result<(super::node::PendingWrite, OwnedSemaphorePermit), Status>;
 
 /// How a ProduceStream's inbound side ends.
 enum StreamEnd {
@@ -456,9 +453,9 @@ async fn read_produce_stream(
             let Ok(permit) = in_flight.clone().acquire_many_owned(permits).await else {
                 return;
             };
-            let pending = service.node.committer().submit(records).await;
+            let pending = service.node.submit(records).await;
             let failed = pending.is_err();
-            let pending = pending.map(|p| (p, permit)).map_err(status_from_log_error);
+            let pending = pending.map(|p| (p, permit));
             if pending_tx.send(pending).await.is_err() || failed {
                 return;
             }
@@ -502,7 +499,7 @@ async fn answer_produce_stream(
     while let Some(pending) = pending_rx.recv().await {
         // The permit is released once this batch is answered.
         let (acknowledged, _permit) = match pending {
-            Ok((pending, permit)) => (pending.await.map_err(status_from_log_error), Some(permit)),
+            Ok((pending, permit)) => (pending.await, Some(permit)),
             Err(status) => (Err(status), None),
         };
         let offsets = match acknowledged {

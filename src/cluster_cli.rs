@@ -1,0 +1,132 @@
+//! `loghouse cluster up|status`: a local cluster in one command, and a view of any cluster.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use loghouse::bench::local_cluster::{LocalCluster, LocalClusterSpec};
+use loghouse::client::Client;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Start N members on 127.0.0.1 (child processes of this one) and stop them on Ctrl-C.
+    /// Node i serves gRPC on BASE_PORT+i and gossip on GOSSIP_BASE_PORT+i; node 1 bootstraps.
+    /// Each member joins through all the others.
+    Up(UpArgs),
+    /// Show the members, the leader, terms and each member's committed offset.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Members to start.
+    #[arg(short = 'n', long, default_value_t = 3)]
+    nodes: u16,
+    /// Parent of the members' data directories (node-1, node-2, ...).
+    #[arg(long, default_value = "loghouse-cluster")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+    #[arg(long, default_value_t = 7500)]
+    gossip_base_port: u16,
+    /// Passed to every member's `--sync`.
+    #[arg(long, default_value = "always")]
+    sync: String,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Any member's gRPC address.
+    #[arg(long, env = "LOGHOUSE_ADDR", default_value = loghouse::config::LISTEN_DEFAULT)]
+    addr: String,
+}
+
+pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Up(args) => up(args).await,
+        ClusterCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let spec = LocalClusterSpec {
+        exe: std::env::current_exe().context("cannot find the loghouse binary")?,
+        nodes: args.nodes,
+        dir: args.dir,
+        base_port: args.base_port,
+        gossip_base_port: args.gossip_base_port,
+        sync: args.sync,
+        extra_args: Vec::new(),
+    };
+    let mut cluster = LocalCluster::start(spec)?;
+    for id in 1..=cluster.spec.nodes {
+        println!(
+            "node {id}: gRPC {}  gossip {}  data {}  log {}",
+            cluster.rpc_addr(id),
+            cluster.gossip_addr(id),
+            cluster.data_dir(id).display(),
+            cluster.log_path(id).display()
+        );
+    }
+    println!(
+        "cluster starting; `loghouse cluster status --addr {}`; Ctrl-C stops it",
+        cluster.rpc_addr(1)
+    );
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        exited = watch_members(&mut cluster) => exited,
+    };
+    cluster.stop();
+    outcome
+}
+
+/// Returns an error as soon as a member exits by itself.
+async fn watch_members(cluster: &mut LocalCluster) -> anyhow::Result<()> {
+    loop {
+        if let Some((id, status)) = cluster.exited()? {
+            anyhow::bail!(
+                "node {id} exited ({status}); see {}",
+                cluster.log_path(id).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let client = Client::connect(&args.addr).await?;
+    let servers = client.servers().await?;
+    println!(
+        "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12}",
+        "ID", "ADDRESS", "ROLE", "ALIVE", "TERM", "COMMITTED"
+    );
+    for server in servers {
+        // Each member reports its own term and committed offset.
+        let own = match Client::connect(&server.rpc_addr).await {
+            Ok(member) => member
+                .servers()
+                .await
+                .ok()
+                .and_then(|list| list.into_iter().find(|s| s.id == server.id)),
+            Err(_) => None,
+        };
+        let role = if server.is_leader {
+            "leader"
+        } else if server.is_voter {
+            "voter"
+        } else {
+            "learner"
+        };
+        let (term, committed) = match &own {
+            Some(own) => (own.term.to_string(), own.committed_offset.to_string()),
+            None => ("-".into(), "unreachable".into()),
+        };
+        println!(
+            "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12}",
+            server.id, server.rpc_addr, role, server.alive, term, committed
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! One replica: the Raft instance over the store, the proposer and the membership controller.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+
+use super::controller::{self, ControllerConfig, MemberView};
+use super::network::{NetworkFactory, RaftTransport};
+use super::proposer::{Proposer, ProposerLimits};
+use super::store::{Store, StoreConfig, StoreError};
+use super::types::{BasicNode, NodeId, Raft};
+use crate::io::{Clock, Disk};
+
+/// Raft timing, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
+        }
+    }
+}
+
+pub struct RaftNodeConfig {
+    pub node_id: NodeId,
+    pub rpc_addr: String,
+    pub store: StoreConfig,
+    pub timing: RaftTiming,
+    pub proposer: ProposerLimits,
+    pub controller: ControllerConfig,
+    /// Entries per AppendEntries RPC at most (each entry is a batch of records).
+    pub payload_entries_max: u64,
+    /// Start a new cluster of this one node if this node has no Raft state yet.
+    pub bootstrap: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftNodeError {
+    #[error("opening the replicated log failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+/// A running replica, cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    node_id: NodeId,
+    raft: Raft,
+    store: Store,
+    proposer: Proposer,
+}
+
+impl RaftNode {
+    /// Opens the store, starts Raft (bootstrapping a one-node cluster if asked and pristine),
+    /// the proposer, and the controller fed by `members`.
+    pub async fn start(
+        config: RaftNodeConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn RaftTransport>,
+        members: watch::Receiver<MemberView>,
+    ) -> Result<RaftNode, RaftNodeError> {
+        let raft_config = raft_config(&config)?;
+        let store = Store::open(disk, clock.clone(), config.store)?;
+        let network = NetworkFactory::new(config.node_id, transport);
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            store.log_store(),
+            store.state_machine(),
+        )
+        .await
+        .map_err(|e| RaftNodeError::Fatal(e.to_string()))?;
+        if config.bootstrap && !is_initialized(&raft).await? {
+            let node = BasicNode::new(config.rpc_addr.clone());
+            let members = BTreeMap::from([(config.node_id, node)]);
+            if let Err(error) = raft.initialize(members).await {
+                tracing::warn!(%error, "bootstrap skipped");
+            }
+        }
+        let proposer = Proposer::start(raft.clone(), clock, config.proposer);
+        tokio::spawn(controller::run(raft.clone(), members, config.controller));
+        Ok(RaftNode {
+            node_id: config.node_id,
+            raft,
+            store,
+            proposer,
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn proposer(&self) -> &Proposer {
+        &self.proposer
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader this node knows of: (id, gRPC address).
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
+    /// Stops Raft and closes the store (its logs are synced on close).
+    pub async fn shutdown(&self) -> Result<(), RaftNodeError> {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
+        }
+        self.store.close()?;
+        Ok(())
+    }
+}
+
+async fn is_initialized(raft: &Raft) -> Result<bool, RaftNodeError> {
+    raft.is_initialized()
+        .await
+        .map_err(|e| RaftNodeError::Fatal(e.to_string()))
+}
+
+/// openraft's config: no automatic snapshots or purges (they would delete client records; only
+/// retention may drop data), heartbeats and elections from `timing`.
+fn raft_config(config: &RaftNodeConfig) -> Result<Config, RaftNodeError> {
+    let timing = config.timing;
+    let raft_config = Config {
+        cluster_name: "loghouse".to_string(),
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_timeout_min_ms,
+        election_timeout_max: timing.election_timeout_max_ms,
+        max_payload_entries: config.payload_entries_max,
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        ..Config::default()
+    };
+    raft_config
+        .validate()
+        .map_err(|e| RaftNodeError::Config(e.to_string()))
+}

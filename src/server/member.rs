@@ -1,0 +1,115 @@
+//! Starting a cluster member: gossip membership, then the replicated node fed by its view.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::node::{Node, NodeError};
+use super::raft_rpc::GrpcRaftTransport;
+use crate::config::{ConfigError, NodeConfig};
+use crate::io::{Clock, Disk};
+use crate::membership::{ClusterView, Membership, MembershipConfig, MembershipError};
+use crate::raft::controller::{ControllerConfig, MemberStatus, MemberView};
+use crate::raft::node::{RaftNodeConfig, RaftTiming};
+use crate::raft::proposer::ProposerLimits;
+use crate::raft::store::StoreConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("gossip: {0}")]
+    Membership(#[from] MembershipError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// A running cluster member: the node and its gossip membership.
+pub struct Member {
+    pub node: Node,
+    pub membership: Membership,
+}
+
+/// Starts gossip on `config.cluster.gossip_listen`, then the replicated node. `rpc_addr` is
+/// the address this node's gRPC is reachable at (advertised to the other members).
+pub async fn start_member(
+    config: NodeConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    rpc_addr: String,
+) -> Result<Member, MemberError> {
+    config.validate()?;
+    let cluster = config
+        .cluster
+        .clone()
+        .ok_or_else(|| ConfigError::Invalid("a cluster member needs a [cluster] section".into()))?;
+    let node_id = config.raft_node_id()?;
+    let rpc_addr = cluster.advertise_rpc.clone().unwrap_or(rpc_addr);
+    let membership = Membership::start(MembershipConfig {
+        node_id,
+        gossip_listen: cluster.gossip_listen,
+        rpc_addr: rpc_addr.clone(),
+        join: cluster.join.clone(),
+        cluster_size_hint: cluster.voters_target as u32,
+        suspect_to_down_after_ms: None,
+        rng_seed: None,
+    })
+    .await?;
+    let members = member_view(membership.view());
+    let raft_config = RaftNodeConfig {
+        node_id,
+        rpc_addr,
+        store: StoreConfig::new(&config.data_dir, config.log_config()?),
+        timing: RaftTiming {
+            heartbeat_ms: cluster.heartbeat_ms,
+            election_timeout_min_ms: cluster.election_timeout_min_ms,
+            election_timeout_max_ms: cluster.election_timeout_max_ms,
+        },
+        proposer: ProposerLimits {
+            entry_records_max: cluster.entry_records_max,
+            entry_bytes_max: cluster.entry_bytes_max,
+            entries_in_flight_max: cluster.entries_in_flight_max,
+            queue_depth_max: config.limits.append_queue_depth_max,
+        },
+        controller: ControllerConfig {
+            voters_target: cluster.voters_target,
+            down_grace_ms: cluster.down_grace_ms,
+            remove_after_ms: cluster.remove_after_ms,
+            ..ControllerConfig::default()
+        },
+        payload_entries_max: cluster.payload_entries_max,
+        bootstrap: cluster.bootstrap || cluster.join.is_empty(),
+    };
+    let transport = Arc::new(GrpcRaftTransport::new(4 * config.limits.message_bytes_max));
+    let node = Node::open_replicated(config, raft_config, disk, clock, transport, members).await?;
+    Ok(Member { node, membership })
+}
+
+/// Follows the gossip view as the controller's `MemberView` (the raft module does not know the
+/// membership module's types).
+fn member_view(mut view: watch::Receiver<ClusterView>) -> watch::Receiver<MemberView> {
+    let (sender, receiver) = watch::channel(to_member_view(&view.borrow_and_update()));
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let members = to_member_view(&view.borrow_and_update());
+            if sender.send(members).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn to_member_view(view: &ClusterView) -> MemberView {
+    view.members
+        .iter()
+        .map(|(id, m)| {
+            let status = MemberStatus {
+                rpc_addr: m.rpc_addr.clone(),
+                alive: m.alive,
+                since: m.since,
+            };
+            (*id, status)
+        })
+        .collect()
+}

@@ -1,0 +1,135 @@
+//! The members-only `raft.v1.Raft` service and the gRPC `RaftTransport`: proto in, bytes out.
+//! Encoding and the calls into openraft live in `raft::network`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::proto::raft::raft_client::RaftClient;
+use crate::proto::raft::raft_server;
+use crate::proto::raft::RaftMessage;
+use crate::raft::network::{handle_rpc, RaftRpc, RaftTransport, TransportError, TransportFuture};
+use crate::raft::types::Raft;
+
+/// How long a connection attempt to a member may take before the call counts as unreachable.
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// Serves Raft RPCs from other members on the local Raft.
+pub struct RaftRpcService {
+    raft: Raft,
+}
+
+impl RaftRpcService {
+    pub fn new(raft: Raft) -> Self {
+        RaftRpcService { raft }
+    }
+
+    async fn handle(
+        &self,
+        rpc: RaftRpc,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let payload = request.into_inner().payload;
+        let answer = handle_rpc(&self.raft, rpc, &payload)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(RaftMessage {
+            payload: answer.into(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftRpcService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.handle(RaftRpc::AppendEntries, request).await
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.handle(RaftRpc::Vote, request).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.handle(RaftRpc::InstallSnapshot, request).await
+    }
+}
+
+/// Sends Raft RPCs over gRPC, one lazily connected channel per member address.
+pub struct GrpcRaftTransport {
+    channels: Mutex<BTreeMap<String, Channel>>,
+    message_bytes_max: usize,
+}
+
+impl GrpcRaftTransport {
+    /// `message_bytes_max` bounds encoded requests and answers (AppendEntries carry batches).
+    pub fn new(message_bytes_max: usize) -> Self {
+        GrpcRaftTransport {
+            channels: Mutex::new(BTreeMap::new()),
+            message_bytes_max,
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        if let Some(channel) = self.channels.lock().get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+            TransportError::Failed {
+                addr: addr.to_string(),
+                message: format!("invalid member address: {e}"),
+            }
+        })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        self.channels
+            .lock()
+            .insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+impl RaftTransport for GrpcRaftTransport {
+    fn call(&self, addr: &str, rpc: RaftRpc, payload: Vec<u8>) -> TransportFuture {
+        let channel = self.channel(addr);
+        let addr = addr.to_string();
+        let bytes_max = self.message_bytes_max;
+        Box::pin(async move {
+            let mut client = RaftClient::new(channel?)
+                .max_decoding_message_size(bytes_max)
+                .max_encoding_message_size(bytes_max);
+            let request = Request::new(RaftMessage {
+                payload: payload.into(),
+            });
+            let answer = match rpc {
+                RaftRpc::AppendEntries => client.append_entries(request).await,
+                RaftRpc::Vote => client.vote(request).await,
+                RaftRpc::InstallSnapshot => client.install_snapshot(request).await,
+            };
+            answer
+                .map(|response| response.into_inner().payload.to_vec())
+                .map_err(|status| transport_error(addr, status))
+        })
+    }
+}
+
+/// UNAVAILABLE (connection refused or lost) means unreachable, so openraft backs off; anything
+/// else is a failed call.
+fn transport_error(addr: String, status: Status) -> TransportError {
+    let message = format!("{:?}: {}", status.code(), status.message());
+    if status.code() == tonic::Code::Unavailable {
+        TransportError::Unreachable { addr, message }
+    } else {
+        TransportError::Failed { addr, message }
+    }
+}

@@ -1,0 +1,239 @@
+//! A 3-member cluster in one process, over real gRPC and real UDP gossip on 127.0.0.1: formation
+//! through gossip, produce through any member, identical replicas, leader failover.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use loghouse::client::Client;
+use loghouse::config::{ClusterConfig, NodeConfig};
+use loghouse::io::{StdDisk, SystemClock};
+use loghouse::server::{start_member, Node, ServerError};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct TestMember {
+    id: u64,
+    addr: String,
+    gossip: std::net::SocketAddr,
+    node: Node,
+    membership: Option<loghouse::membership::Membership>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl TestMember {
+    async fn start(dir: &Path, id: u64, join: Vec<std::net::SocketAddr>) -> TestMember {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = NodeConfig {
+            node_id: id.to_string(),
+            data_dir: dir.join(format!("node-{id}")),
+            cluster: Some(ClusterConfig {
+                gossip_listen: gossip,
+                join,
+                heartbeat_ms: 50,
+                election_timeout_min_ms: 300,
+                election_timeout_max_ms: 600,
+                down_grace_ms: 5_000,
+                remove_after_ms: 60_000,
+                ..ClusterConfig::default()
+            }),
+            ..NodeConfig::default()
+        };
+        let member = start_member(
+            config,
+            Arc::new(StdDisk),
+            Arc::new(SystemClock),
+            addr.clone(),
+        )
+        .await
+        .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(loghouse::server::serve(
+            member.node.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestMember {
+            id,
+            addr,
+            gossip,
+            node: member.node,
+            membership: Some(member.membership),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops serving, Raft and gossip at once, without a graceful leave (as a crash would).
+    async fn kill(mut self) {
+        self.task.abort();
+        let _ = self.node.raft().unwrap().raft().shutdown().await;
+        drop(self.membership.take());
+        drop(self.stop.take());
+    }
+
+    fn is_leader(&self) -> bool {
+        self.node.raft().unwrap().is_leader()
+    }
+}
+
+/// Polls `check` until it holds or `WAIT` passes.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn voters(member: &TestMember) -> usize {
+    let client = Client::connect(&member.addr).await.unwrap();
+    client
+        .servers()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.is_voter)
+        .count()
+}
+
+async fn start_three(dir: &Path) -> Vec<TestMember> {
+    let first = TestMember::start(dir, 1, vec![]).await;
+    eventually("node 1 to lead", || first.is_leader()).await;
+    let seed = vec![first.gossip];
+    let second = TestMember::start(dir, 2, seed.clone()).await;
+    let third = TestMember::start(dir, 3, seed).await;
+    let members = vec![first, second, third];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while voters(&members[0]).await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "3 voters in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    members
+}
+
+fn values(prefix: &str, n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| Bytes::from(format!("{prefix}-{i}")))
+        .collect()
+}
+
+async fn read_all(addr: &str, next: u64) -> Vec<Bytes> {
+    let client = Client::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < next {
+        let batch = client.consume_batch(out.len() as u64, 0).await.unwrap();
+        assert!(!batch.records.is_empty(), "{addr} has records up to {next}");
+        out.extend(batch.records.into_iter().map(|r| r.value));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_form_replicate_and_survive_the_leader_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = start_three(dir.path()).await;
+    // Produce through a follower: the client follows the redirect to the leader.
+    let follower = members.iter().find(|m| !m.is_leader()).unwrap();
+    let client = Client::connect_cluster(&follower.addr).await.unwrap();
+    let mut expected = Vec::new();
+    for chunk in values("a", 300).chunks(30) {
+        let first = client.produce_batch(chunk.to_vec()).await.unwrap();
+        assert_eq!(first, expected.len() as u64, "offsets are dense");
+        expected.extend_from_slice(chunk);
+    }
+    for m in &members {
+        let node = m.node.clone();
+        eventually("every replica commits", || node.committed_offset() == 300).await;
+        assert_eq!(
+            read_all(&m.addr, 300).await,
+            expected,
+            "replica {} is identical",
+            m.id
+        );
+    }
+
+    let leader_at = members.iter().position(|m| m.is_leader()).unwrap();
+    let old_leader = members.remove(leader_at);
+    let old_id = old_leader.id;
+    old_leader.kill().await;
+    let survivors = &members;
+    eventually("a new leader", || survivors.iter().any(|m| m.is_leader())).await;
+    let client = Client::connect_cluster(&members[0].addr).await.unwrap();
+    let more = values("b", 50);
+    let first = client.produce_batch(more.clone()).await.unwrap();
+    assert_eq!(
+        first, 300,
+        "no acknowledged record lost, offsets stay dense"
+    );
+    expected.extend(more);
+    for m in &members {
+        let node = m.node.clone();
+        eventually("survivors commit", || node.committed_offset() == 350).await;
+        assert_eq!(read_all(&m.addr, 350).await, expected);
+    }
+
+    // The crashed member comes back with its disk and catches up.
+    let seed = vec![members[0].gossip];
+    let back = TestMember::start(dir.path(), old_id, seed).await;
+    let node = back.node.clone();
+    eventually("the old leader catches up", || {
+        node.committed_offset() == 350
+    })
+    .await;
+    assert_eq!(read_all(&back.addr, 350).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_refuses_writes_naming_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = start_three(dir.path()).await;
+    let leader = members.iter().find(|m| m.is_leader()).unwrap();
+    let follower = members.iter().find(|m| !m.is_leader()).unwrap();
+    let mut raw = Client::connect(&follower.addr).await.unwrap().raw();
+    let record = loghouse::proto::Record {
+        value: Bytes::from_static(b"x"),
+        ..Default::default()
+    };
+    let status = raw
+        .produce(loghouse::proto::ProduceRequest {
+            record: Some(record),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let hint = status
+        .metadata()
+        .get(loghouse::proto::LEADER_ADDR_KEY)
+        .unwrap();
+    assert_eq!(hint.to_str().unwrap(), leader.addr);
+    assert!(
+        status.message().contains(&leader.addr),
+        "{}",
+        status.message()
+    );
+    let servers = Client::connect(&follower.addr)
+        .await
+        .unwrap()
+        .servers()
+        .await
+        .unwrap();
+    assert_eq!(servers.len(), 3);
+    assert_eq!(servers.iter().filter(|s| s.is_leader).count(), 1);
+    assert!(servers.iter().all(|s| s.alive && s.is_voter));
+}
