@@ -78,9 +78,11 @@ impl Default for ClusterConfig {
             voters_target: 3,
             down_grace_ms: 30_000,
             remove_after_ms: 300_000,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1_000,
+            // A follower elects after leader_lease (= election_timeout_max_ms) + a random
+            // election timeout without heartbeats: 0.9-1.2 s after a leader dies.
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             entry_records_max: 4_096,
             entry_bytes_max: 1 << 20,
             entries_in_flight_max: 4,

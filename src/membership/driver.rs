@@ -51,11 +51,23 @@ pub(crate) fn now_std() -> std::time::Instant {
 
 /// Aborts the task when dropped, so the receive loop (and its socket) never outlives the driver,
 /// whichever way the driver ends.
-struct AbortOnDrop(JoinHandle<()>);
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone (its socket closed).
+    async fn abort_and_wait(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -71,7 +83,7 @@ pub(crate) struct Driver {
     node_id: u64,
     view: ClusterView,
     view_tx: watch::Sender<ClusterView>,
-    _receiver: AbortOnDrop,
+    receiver: AbortOnDrop,
 }
 
 impl Driver {
@@ -94,7 +106,7 @@ impl Driver {
             node_id,
             view,
             view_tx,
-            _receiver: AbortOnDrop(receiver),
+            receiver: AbortOnDrop(Some(receiver)),
         }
     }
 
@@ -143,6 +155,9 @@ impl Driver {
                 },
             }
         }
+        // Release the socket before the driver task completes, so whoever awaited it (e.g.
+        // `Membership::shutdown`) can bind the address again.
+        self.receiver.abort_and_wait().await;
     }
 
     async fn announce_to_seeds(&mut self) {
@@ -189,7 +204,7 @@ impl Driver {
             }
         };
         let rewritten;
-        let payload = match self.check_header(payload) {
+        let payload = match check_header(self.foca.identity(), payload) {
             Err(reason) => {
                 debug!(node_id = self.node_id, %from, reason, "dropped a gossip packet");
                 return;
@@ -217,35 +232,6 @@ impl Driver {
         self.drain().await;
     }
 
-    /// Checks the packet's header before foca sees it. A joining node only knows its seeds'
-    /// addresses, so it announces to a placeholder identity (node id 0), but foca accepts an
-    /// announce only if `dst.addr()` is its own node id (`accept_payload`): rewrite such a
-    /// `dst` to this node's identity. Returns the rewritten packet, if any; `Err` to drop it.
-    fn check_header(&self, payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
-        let mut rest = payload;
-        let header: Header<NodeIdentity> = PostcardCodec
-            .decode_header(&mut rest)
-            .map_err(|_| "undecodable header")?;
-        if header.src.node_id == NodeIdentity::PLACEHOLDER_NODE_ID {
-            return Err("sender has the placeholder node id");
-        }
-        if header.message != Message::Announce
-            || header.dst.node_id != NodeIdentity::PLACEHOLDER_NODE_ID
-        {
-            return Ok(None);
-        }
-        let header = Header {
-            dst: self.foca.identity().clone(),
-            ..header
-        };
-        let mut out = Vec::with_capacity(payload.len() + 64);
-        PostcardCodec
-            .encode_header(&header, &mut out)
-            .map_err(|_| "cannot re-encode the announce header")?;
-        out.extend_from_slice(rest);
-        Ok(Some(out))
-    }
-
     /// Carries out everything foca asked for during the last call: notifications (view update,
     /// published once), timers, then sends. Must run after every foca call.
     async fn drain(&mut self) {
@@ -270,6 +256,35 @@ impl Driver {
             }
         }
     }
+}
+
+/// Checks the packet's header before foca sees it. A joining node only knows its seeds'
+/// addresses, so it announces to a placeholder identity (node id 0), but foca accepts an
+/// announce only if `dst.addr()` is its own node id (`accept_payload`): rewrite such a
+/// `dst` to this node's identity. Returns the rewritten packet, if any; `Err` to drop it.
+fn check_header(local: &NodeIdentity, payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+    let mut rest = payload;
+    let header: Header<NodeIdentity> = PostcardCodec
+        .decode_header(&mut rest)
+        .map_err(|_| "undecodable header")?;
+    if header.src.node_id == NodeIdentity::PLACEHOLDER_NODE_ID {
+        return Err("sender has the placeholder node id");
+    }
+    if header.message != Message::Announce
+        || header.dst.node_id != NodeIdentity::PLACEHOLDER_NODE_ID
+    {
+        return Ok(None);
+    }
+    let header = Header {
+        dst: local.clone(),
+        ..header
+    };
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    PostcardCodec
+        .encode_header(&header, &mut out)
+        .map_err(|_| "cannot re-encode the announce header")?;
+    out.extend_from_slice(rest);
+    Ok(Some(out))
 }
 
 fn log_notification(node_id: u64, notification: &OwnedNotification<NodeIdentity>) {
@@ -318,5 +333,138 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, queue: mpsc::Sender<Inbou
                 tokio::time::sleep(Duration::from_millis(RECV_ERROR_BACKOFF_MS)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use foca::{Config, Identity, Member, State};
+    use rand10::SeedableRng;
+
+    use super::*;
+
+    fn id(node_id: u64) -> NodeIdentity {
+        NodeIdentity {
+            node_id,
+            gossip_addr: format!("127.0.0.1:{}", 7000 + node_id).parse().unwrap(),
+            rpc_addr: format!("rpc-{node_id}"),
+            bump: 0,
+        }
+    }
+
+    fn foca(node_id: u64) -> GossipFoca {
+        let config = Config::new_lan(std::num::NonZeroU32::new(3).unwrap());
+        Foca::new(
+            id(node_id),
+            config,
+            StdRng::seed_from_u64(node_id),
+            PostcardCodec,
+        )
+    }
+
+    /// The packet node 2 sends to announce itself to the seed at node 1's address.
+    fn placeholder_announce() -> Vec<u8> {
+        let mut joiner = foca(2);
+        let mut rt = AccumulatingRuntime::new();
+        joiner
+            .announce(NodeIdentity::seed_placeholder(id(1).gossip_addr), &mut rt)
+            .unwrap();
+        let (dst, data) = rt.to_send().expect("an announce");
+        assert_eq!(dst.addr(), NodeIdentity::PLACEHOLDER_NODE_ID);
+        data.to_vec()
+    }
+
+    fn member_ups(rt: &mut AccumulatingRuntime<NodeIdentity>) -> Vec<u64> {
+        let mut ups = Vec::new();
+        while let Some(n) = rt.to_notify() {
+            if let OwnedNotification::MemberUp(m) = n {
+                ups.push(m.node_id);
+            }
+        }
+        ups
+    }
+
+    #[test]
+    fn foca_ignores_an_announce_to_the_placeholder_unless_rewritten() {
+        let packet = placeholder_announce();
+
+        // The trap: as sent, foca drops it silently (Ok, but nobody joins and no Feed back).
+        let mut seed = foca(1);
+        let mut rt = AccumulatingRuntime::new();
+        seed.handle_data(&packet, &mut rt).unwrap();
+        assert!(member_ups(&mut rt).is_empty());
+        assert!(rt.to_send().is_none());
+
+        // Rewritten to the seed's identity: the joiner is up and gets the Feed.
+        let rewritten = check_header(&id(1), &packet).unwrap().expect("rewritten");
+        let mut seed = foca(1);
+        let mut rt = AccumulatingRuntime::new();
+        seed.handle_data(&rewritten, &mut rt).unwrap();
+        assert_eq!(member_ups(&mut rt), vec![2]);
+        let (dst, _feed) = rt.to_send().expect("a feed to the joiner");
+        assert_eq!(dst, id(2));
+    }
+
+    #[test]
+    fn leaves_other_packets_alone_and_drops_placeholder_senders() {
+        // A ping-like packet between real identities is passed through unchanged.
+        let header = Header {
+            src: id(2),
+            src_incarnation: 0,
+            dst: id(1),
+            message: Message::Ping(7),
+        };
+        let mut packet = Vec::new();
+        PostcardCodec.encode_header(&header, &mut packet).unwrap();
+        assert_eq!(check_header(&id(1), &packet), Ok(None));
+
+        // An announce addressed to a real identity is not rewritten either.
+        let header = Header {
+            message: Message::Announce,
+            ..header
+        };
+        let mut packet = Vec::new();
+        PostcardCodec.encode_header(&header, &mut packet).unwrap();
+        assert_eq!(check_header(&id(1), &packet), Ok(None));
+
+        // No real node has id 0: such a sender would become a member foca cannot address.
+        let header = Header {
+            src: NodeIdentity::seed_placeholder(id(9).gossip_addr),
+            ..header
+        };
+        let mut packet = Vec::new();
+        PostcardCodec.encode_header(&header, &mut packet).unwrap();
+        assert!(check_header(&id(1), &packet).is_err());
+
+        assert!(check_header(&id(1), &[]).is_err());
+        assert!(check_header(&id(1), &[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn a_member_declared_down_renews_and_rejoins() {
+        // Node 1 hears (from node 3) that node 1 itself is down: it renews (bump 1) instead of
+        // going defunct, so it needs no operator to come back.
+        let mut me = foca(1);
+        let mut rt = AccumulatingRuntime::new();
+        me.apply_many(
+            [
+                Member::new(id(3), 0, State::Alive),
+                Member::new(id(1), 0, State::Down),
+            ]
+            .into_iter(),
+            true,
+            &mut rt,
+        )
+        .unwrap();
+        let mut rejoined = None;
+        while let Some(n) = rt.to_notify() {
+            assert_ne!(n, OwnedNotification::Defunct);
+            if let OwnedNotification::Rejoin(new) = n {
+                rejoined = Some(new);
+            }
+        }
+        let new = rejoined.expect("a rejoin");
+        assert_eq!((new.node_id, new.bump), (1, 1));
+        assert_eq!(me.identity(), &new);
     }
 }

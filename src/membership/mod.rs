@@ -26,6 +26,8 @@
 
 mod driver;
 mod identity;
+#[cfg(all(test, madsim))]
+mod sim_tests;
 mod transport;
 mod view;
 
