@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub record_bytes_max: u32,
     pub retention_bytes_max: Option<u64>,
     pub retention_ms_max: Option<u64>,
+    /// How often retention looks for segments (or, on a cluster member, entries) to drop.
+    pub retention_check_ms: u64,
     pub limits: Limits,
     /// Replication: absent for a standalone node (no Raft, no gossip).
     pub cluster: Option<ClusterConfig>,
@@ -209,6 +211,7 @@ impl Default for NodeConfig {
             record_bytes_max: log.record_bytes_max,
             retention_bytes_max: None,
             retention_ms_max: None,
+            retention_check_ms: 10_000,
             limits: Limits::default(),
             cluster: None,
         }
@@ -278,6 +281,11 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log_config()?;
         self.limits.validate(self.record_bytes_max)?;
+        if self.retention_check_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "retention_check_ms must be positive".into(),
+            ));
+        }
         if self.node_id.is_empty() {
             return Err(ConfigError::Invalid("node_id must not be empty".into()));
         }

@@ -28,13 +28,22 @@ struct TestMember {
 
 impl TestMember {
     async fn start(dir: &Path, id: u64, join: Vec<std::net::SocketAddr>) -> TestMember {
+        Self::start_with(dir, id, join, |_| {}).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        id: u64,
+        join: Vec<std::net::SocketAddr>,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> TestMember {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             node_id: id.to_string(),
             data_dir: dir.join(format!("node-{id}")),
             cluster: Some(ClusterConfig {
@@ -49,6 +58,7 @@ impl TestMember {
             }),
             ..NodeConfig::default()
         };
+        tweak(&mut config);
         let member = start_member(
             config,
             Arc::new(StdDisk),
@@ -113,11 +123,15 @@ async fn voters(member: &TestMember) -> usize {
 }
 
 async fn start_three(dir: &Path) -> Vec<TestMember> {
-    let first = TestMember::start(dir, 1, vec![]).await;
+    start_three_with(dir, |_| {}).await
+}
+
+async fn start_three_with(dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> Vec<TestMember> {
+    let first = TestMember::start_with(dir, 1, vec![], &tweak).await;
     eventually("node 1 to lead", || first.is_leader()).await;
     let seed = vec![first.gossip];
-    let second = TestMember::start(dir, 2, seed.clone()).await;
-    let third = TestMember::start(dir, 3, seed).await;
+    let second = TestMember::start_with(dir, 2, seed.clone(), &tweak).await;
+    let third = TestMember::start_with(dir, 3, seed, &tweak).await;
     let members = vec![first, second, third];
     let deadline = tokio::time::Instant::now() + WAIT;
     while voters(&members[0]).await < 3 {
@@ -236,4 +250,50 @@ async fn a_follower_refuses_writes_naming_the_leader() {
     assert_eq!(servers.len(), 3);
     assert_eq!(servers.iter().filter(|s| s.is_leader).count(), 1);
     assert!(servers.iter().all(|s| s.alive && s.is_voter));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_drops_old_records_on_every_member_and_keeps_the_rest_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = start_three_with(dir.path(), |config| {
+        config.segment_bytes_max = 4 * 1024;
+        config.record_bytes_max = 1024;
+        config.retention_bytes_max = Some(16 * 1024);
+        config.retention_check_ms = 100;
+    })
+    .await;
+    let client = Client::connect_cluster(&members[0].addr).await.unwrap();
+    let expected: Vec<Bytes> = (0..600)
+        .map(|i| Bytes::from(format!("{i:0>100}")))
+        .collect();
+    for chunk in expected.chunks(20) {
+        client.produce_batch(chunk.to_vec()).await.unwrap();
+    }
+    for m in &members {
+        let node = m.node.clone();
+        eventually("retention cuts every replica", || {
+            node.log().lowest_offset() > 0
+        })
+        .await;
+        let member = Client::connect(&m.addr).await.unwrap();
+        let lowest = node.log().lowest_offset();
+        assert!(lowest < 600, "retention keeps the newest records");
+        let status = member.consume(0).await.unwrap_err();
+        assert!(
+            matches!(status, loghouse::client::ClientError::Status(s) if s.code() == tonic::Code::OutOfRange)
+        );
+        for offset in [lowest, 599] {
+            let record = member.consume(offset).await.unwrap();
+            assert_eq!(
+                record.value, expected[offset as usize],
+                "member {} offset {offset}",
+                m.id
+            );
+        }
+    }
+    // Writes go on after the purge, at the next dense offset.
+    assert_eq!(
+        client.produce(Bytes::from_static(b"after")).await.unwrap(),
+        600
+    );
 }

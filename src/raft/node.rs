@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
@@ -40,6 +41,8 @@ pub struct RaftNodeConfig {
     pub controller: ControllerConfig,
     /// Entries per AppendEntries RPC at most (each entry is a batch of records).
     pub payload_entries_max: u64,
+    /// How often retention looks for entries to drop (when the store has retention limits).
+    pub retention_check_ms: u64,
     /// Start a new cluster of this one node if this node has no Raft state yet.
     pub bootstrap: bool,
 }
@@ -74,6 +77,8 @@ impl RaftNode {
         members: watch::Receiver<MemberView>,
     ) -> Result<RaftNode, RaftNodeError> {
         let raft_config = raft_config(&config)?;
+        let retention =
+            config.store.retention_bytes_max.is_some() || config.store.retention_ms_max.is_some();
         let store = Store::open(disk, clock.clone(), config.store)?;
         let network = NetworkFactory::new(config.node_id, transport);
         let raft = Raft::new(
@@ -94,6 +99,10 @@ impl RaftNode {
         }
         let proposer = Proposer::start(raft.clone(), clock, config.proposer);
         tokio::spawn(controller::run(raft.clone(), members, config.controller));
+        if retention {
+            let interval = Duration::from_millis(config.retention_check_ms);
+            tokio::spawn(retention_loop(raft.clone(), store.clone(), interval));
+        }
         Ok(RaftNode {
             node_id: config.node_id,
             raft,
@@ -137,6 +146,32 @@ impl RaftNode {
         }
         self.store.close()?;
         Ok(())
+    }
+}
+
+/// Applies retention on this replica: every `interval`, build a (logical)
+/// snapshot and purge the entries whose records all lie below the retention cut. openraft
+/// delays a purge while replication still needs the entries.
+async fn retention_loop(raft: Raft, store: Store, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        let point = match store.retention_point() {
+            Ok(Some(point)) => point,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "retention: cannot compute the cut");
+                continue;
+            }
+        };
+        let purged = async {
+            raft.trigger().snapshot().await?;
+            raft.trigger().purge_log(point.index).await
+        };
+        if let Err(error) = purged.await {
+            tracing::info!(%error, "retention stops: raft stopped");
+            return;
+        }
     }
 }
 

@@ -78,6 +78,7 @@ pub async fn start_member(
             ..ControllerConfig::default()
         },
         payload_entries_max: cluster.payload_entries_max,
+        retention_check_ms: config.retention_check_ms,
         bootstrap: cluster.bootstrap || cluster.join.is_empty(),
     };
     let transport = Arc::new(GrpcRaftTransport::new(4 * config.limits.message_bytes_max));

@@ -18,9 +18,6 @@ use crate::raft::controller::MemberView;
 use crate::raft::node::{RaftNode, RaftNodeConfig, RaftNodeError};
 use crate::raft::proposer::ProposeError;
 
-/// How often the retention task looks for segments to drop.
-const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
@@ -99,7 +96,8 @@ impl Node {
         let log = Arc::new(Log::open(disk, clock, log_config)?);
         let committer = Committer::start(log.clone(), config.limits.append_queue_depth_max);
         if config.retention_bytes_max.is_some() || config.retention_ms_max.is_some() {
-            tokio::spawn(retention_loop(log.clone()));
+            let interval = Duration::from_millis(config.retention_check_ms);
+            tokio::spawn(retention_loop(log.clone(), interval));
         }
         let committed = committer.committed();
         Ok(Node::assemble(
@@ -302,8 +300,8 @@ impl Node {
     }
 }
 
-async fn retention_loop(log: Arc<Log>) {
-    let mut ticks = tokio::time::interval(RETENTION_CHECK_INTERVAL);
+async fn retention_loop(log: Arc<Log>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
         match log.apply_retention() {
