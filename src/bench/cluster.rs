@@ -38,6 +38,9 @@ pub struct ClusterBenchOptions {
     /// Records per ProduceBatch in the failover phase.
     #[arg(long, default_value_t = 16)]
     pub failover_batch_records: usize,
+    /// A TOML config file every member reads (`serve --config`), e.g. with a `[cluster]` table.
+    #[arg(long)]
+    pub member_config: Option<PathBuf>,
     /// The `loghouse` binary to start [default: this one] (tests set it).
     #[arg(skip)]
     pub exe: Option<PathBuf>,
@@ -67,7 +70,10 @@ pub async fn run(options: ClusterBenchOptions) -> anyhow::Result<()> {
         base_port: options.base_port,
         gossip_base_port: options.gossip_base_port,
         sync: options.load.sync.clone(),
-        extra_args: Vec::new(),
+        extra_args: match &options.member_config {
+            Some(path) => vec!["--config".into(), path.display().to_string()],
+            None => Vec::new(),
+        },
     };
     let mut cluster = LocalCluster::start(spec)?;
     let formed = Instant::now();
