@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -64,10 +65,13 @@ struct ClusterState {
 /// The largest message the client sends or accepts.
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Attempts for one write before its last error is returned.
-const WRITE_ATTEMPTS_MAX: u32 = 8;
-/// Wait before the first retry; doubled each time up to `RETRY_BACKOFF_MAX_MS`.
-const RETRY_BACKOFF_MS: u64 = 50;
-const RETRY_BACKOFF_MAX_MS: u64 = 1_000;
+/// How long a write keeps being retried (through leader elections) before its last error is
+/// returned.
+const WRITE_RETRY_BUDGET_MS: u64 = 10_000;
+/// Wait before the first retry; doubled each time up to `RETRY_BACKOFF_MAX_MS` (small enough
+/// that a write resumes soon after an election ends).
+const RETRY_BACKOFF_MS: u64 = 25;
+const RETRY_BACKOFF_MAX_MS: u64 = 100;
 
 impl Client {
     /// Connects to `addr` (`host:port` or `http://host:port`).
@@ -178,20 +182,20 @@ impl Client {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut backoff_ms = RETRY_BACKOFF_MS;
-        let mut attempt = 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(WRITE_RETRY_BUDGET_MS);
         loop {
             let status = match call(self.leader()?).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
-            if status.code() != tonic::Code::Unavailable || attempt >= WRITE_ATTEMPTS_MAX {
+            if status.code() != tonic::Code::Unavailable || tokio::time::Instant::now() >= deadline
+            {
                 return Err(status.into());
             }
-            attempt += 1;
             match leader_hint(&status) {
                 Some(addr) => self.cluster.lock().leader = Some(addr),
                 None => {
-                    tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)).await;
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                     backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
                     self.rediscover().await;
                 }
