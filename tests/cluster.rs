@@ -182,6 +182,12 @@ async fn three_members_form_replicate_and_survive_the_leader_crash() {
         );
     }
 
+    // The cluster client spreads reads over the followers; each read answers the acked value.
+    for offset in (0..300).step_by(7) {
+        let record = client.consume(offset).await.unwrap();
+        assert_eq!(record.value, expected[offset as usize]);
+    }
+
     let leader_at = members.iter().position(|m| m.is_leader()).unwrap();
     let old_leader = members.remove(leader_at);
     let old_id = old_leader.id;

@@ -94,10 +94,12 @@ impl Client {
         })
     }
 
-    /// Connects to `addr`, then learns the cluster's members and leader (GetServers).
+    /// Connects to `addr`, then learns the cluster's members and leader (GetServers). Reads are
+    /// spread over the followers (see `spread_reads`).
     pub async fn connect_cluster(addr: &str) -> Result<Client, ClientError> {
         let client = Client::connect(addr).await?;
         client.refresh(client.inner.clone()).await?;
+        client.spread_reads(true);
         Ok(client)
     }
 
@@ -157,8 +159,31 @@ impl Client {
         }
     }
 
-    /// Where the next read goes.
-    fn reader(&self) -> Result<LogClient<Channel>, ClientError> {
+    /// Runs a read on the next follower (when reads are spread); a follower that lags
+    /// (OUT_OF_RANGE past its committed offset) or cannot be reached is retried on the leader.
+    async fn on_reader<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(LogClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (reader, is_follower) = self.reader()?;
+        match call(reader).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status)
+                if is_follower
+                    && matches!(
+                        status.code(),
+                        tonic::Code::OutOfRange | tonic::Code::Unavailable
+                    ) =>
+            {
+                Ok(call(self.leader()?).await?.into_inner())
+            }
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// Where the next read goes, and whether that is a follower.
+    fn reader(&self) -> Result<(LogClient<Channel>, bool), ClientError> {
         let addr = {
             let mut cluster = self.cluster.lock();
             if !cluster.spread_reads || cluster.followers.is_empty() {
@@ -169,8 +194,8 @@ impl Client {
             }
         };
         match addr {
-            Some(addr) => self.member(&addr),
-            None => Ok(self.inner.clone()),
+            Some(addr) => Ok((self.member(&addr)?, true)),
+            None => Ok((self.inner.clone(), false)),
         }
     }
 
@@ -249,15 +274,17 @@ impl Client {
     }
 
     pub async fn consume(&self, offset: u64) -> Result<Record, ClientError> {
+        let request = proto::ConsumeRequest {
+            offset,
+            from_timestamp_ms: None,
+        };
         let response = self
-            .reader()?
-            .consume(proto::ConsumeRequest {
-                offset,
-                from_timestamp_ms: None,
+            .on_reader(|mut c| {
+                let request = request.clone();
+                async move { c.consume(request).await }
             })
             .await?;
         response
-            .into_inner()
             .record
             .ok_or_else(|| tonic::Status::internal("consume response has no record").into())
     }
@@ -274,7 +301,11 @@ impl Client {
             max_bytes: 0,
             from_timestamp_ms: None,
         };
-        Ok(self.reader()?.consume_batch(request).await?.into_inner())
+        self.on_reader(|mut c| {
+            let request = request.clone();
+            async move { c.consume_batch(request).await }
+        })
+        .await
     }
 
     /// Every committed record from `start`, then new ones as they commit; never ends by itself.
