@@ -279,10 +279,7 @@ impl Client {
             from_timestamp_ms: None,
         };
         let response = self
-            .on_reader(|mut c| {
-                let request = request.clone();
-                async move { c.consume(request).await }
-            })
+            .on_reader(|mut c| async move { c.consume(request).await })
             .await?;
         response
             .record
@@ -301,11 +298,8 @@ impl Client {
             max_bytes: 0,
             from_timestamp_ms: None,
         };
-        self.on_reader(|mut c| {
-            let request = request.clone();
-            async move { c.consume_batch(request).await }
-        })
-        .await
+        self.on_reader(|mut c| async move { c.consume_batch(request).await })
+            .await
     }
 
     /// Every committed record from `start`, then new ones as they commit; never ends by itself.
