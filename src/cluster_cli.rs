@@ -31,9 +31,6 @@ pub struct UpArgs {
     base_port: u16,
     #[arg(long, default_value_t = 7500)]
     gossip_base_port: u16,
-    /// Passed to every member's `--sync`.
-    #[arg(long, default_value = "always")]
-    sync: String,
 }
 
 #[derive(clap::Args)]
@@ -57,7 +54,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         dir: args.dir,
         base_port: args.base_port,
         gossip_base_port: args.gossip_base_port,
-        sync: args.sync,
         extra_args: Vec::new(),
     };
     let mut cluster = LocalCluster::start(spec)?;

@@ -66,6 +66,13 @@ pub struct ClusterConfig {
     pub entries_in_flight_max: usize,
     /// Raft entries in one AppendEntries message, at most.
     pub payload_entries_max: u64,
+    /// Bytes of entries in one AppendEntries message beyond its first entry. openraft gives an
+    /// AppendEntries `heartbeat_ms` to complete (send, write, fsync), so keep this small enough
+    /// for the network and disk: a catch-up that always times out never ends.
+    pub replicate_bytes_max: usize,
+    /// A write not committed within this long is answered UNAVAILABLE (it may still commit):
+    /// bounds the wait on a leader cut off from the other voters.
+    pub commit_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -89,12 +96,21 @@ impl Default for ClusterConfig {
             entry_bytes_max: 1 << 20,
             entries_in_flight_max: 4,
             payload_entries_max: 16,
+            replicate_bytes_max: 2 << 20,
+            commit_timeout_ms: 5_000,
         }
     }
 }
 
 impl ClusterConfig {
-    fn validate(&self, limits: &Limits, record_bytes_max: u32) -> Result<(), ConfigError> {
+    /// The largest Raft message (both ends' gRPC limit): the replicated bytes plus one entry,
+    /// which is at most `entry_bytes_max` or one request of `message_bytes_max` that travels
+    /// alone, plus framing.
+    pub fn raft_message_bytes_max(&self, limits: &Limits) -> usize {
+        self.replicate_bytes_max + self.entry_bytes_max.max(limits.message_bytes_max) + (1 << 20)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if !(1..=7).contains(&self.voters_target) {
             return invalid(format!(
@@ -121,18 +137,13 @@ impl ClusterConfig {
                 self.down_grace_ms, self.remove_after_ms
             ));
         }
-        // One AppendEntries carries up to payload_entries_max entries of entry_bytes_max (a
-        // single record may exceed entry_bytes_max: it then travels alone).
-        let entry_bytes = self.entry_bytes_max.max(record_bytes_max as usize) + 64 * 1024;
-        let payload_bytes = entry_bytes as u64 * self.payload_entries_max;
-        if payload_bytes > limits.message_bytes_max as u64 * 4 {
+        if self.commit_timeout_ms < self.election_timeout_max_ms {
             return invalid(format!(
-                "cluster.payload_entries_max ({}) x entry_bytes_max ({}) is {payload_bytes} bytes; \
-                 keep it within 4 x limits.message_bytes_max",
-                self.payload_entries_max, self.entry_bytes_max
+                "cluster.commit_timeout_ms ({}) must be at least election_timeout_max_ms ({})",
+                self.commit_timeout_ms, self.election_timeout_max_ms
             ));
         }
-        let checks: [(&str, u64, u64); 4] = [
+        let checks: [(&str, u64, u64); 5] = [
             (
                 "entry_records_max",
                 self.entry_records_max as u64,
@@ -145,6 +156,11 @@ impl ClusterConfig {
                 64,
             ),
             ("payload_entries_max", self.payload_entries_max, 1_024),
+            (
+                "replicate_bytes_max",
+                self.replicate_bytes_max as u64,
+                64 << 20,
+            ),
         ];
         for (name, value, max) in checks {
             if value == 0 || value > max {
@@ -291,7 +307,13 @@ impl NodeConfig {
         }
         if let Some(cluster) = &self.cluster {
             self.raft_node_id()?;
-            cluster.validate(&self.limits, self.record_bytes_max)?;
+            if self.sync != "always" {
+                return Err(ConfigError::Invalid(format!(
+                    "sync = {:?}: cluster members always fsync before acknowledging (sync = \"always\")",
+                    self.sync
+                )));
+            }
+            cluster.validate()?;
         }
         Ok(())
     }

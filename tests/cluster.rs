@@ -310,3 +310,66 @@ async fn retention_drops_old_records_on_every_member_and_keeps_the_rest_identica
         600
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refuses_raft_messages_meant_for_another_node_and_garbage() {
+    use loghouse::proto::raft::{raft_client::RaftClient, RaftMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let member = TestMember::start(dir.path(), 1, vec![]).await;
+    eventually("node 1 to lead", || member.is_leader()).await;
+    let mut raft = RaftClient::connect(format!("http://{}", member.addr))
+        .await
+        .unwrap();
+    let wrong = RaftMessage {
+        payload: Bytes::from_static(b"whatever"),
+        target_id: 2,
+    };
+    let status = raft.vote(wrong).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("not node 2"),
+        "{}",
+        status.message()
+    );
+    let garbage = RaftMessage {
+        payload: Bytes::from_static(b"\xff\xff\xff\xff garbage"),
+        target_id: 1,
+    };
+    let status = raft.append_entries(garbage).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(member.is_leader(), "bad input changes nothing");
+}
+
+#[tokio::test]
+async fn a_member_refuses_to_advertise_an_address_the_others_cannot_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |advertise: &str, gossip: &str| NodeConfig {
+        node_id: "1".into(),
+        data_dir: dir.path().join("n"),
+        cluster: Some(ClusterConfig {
+            gossip_listen: gossip.parse().unwrap(),
+            advertise_rpc: Some(advertise.into()),
+            ..ClusterConfig::default()
+        }),
+        ..NodeConfig::default()
+    };
+    for (advertise, gossip) in [
+        ("0.0.0.0:7400", "10.1.1.1:7500"),
+        ("127.0.0.1:7400", "10.1.1.1:7500"),
+    ] {
+        let error = start_member(
+            config(advertise, gossip),
+            Arc::new(StdDisk),
+            Arc::new(SystemClock),
+            "ignored".into(),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(error.to_string().contains("advertise"), "{error}");
+    }
+    let mut relaxed = config("127.0.0.1:7400", "127.0.0.1:0");
+    relaxed.sync = "never".into();
+    let error = relaxed.validate().unwrap_err().to_string();
+    assert!(error.contains("always fsync"), "{error}");
+}

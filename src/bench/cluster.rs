@@ -44,7 +44,7 @@ pub struct ClusterBenchOptions {
     /// The `loghouse` binary to start [default: this one] (tests set it).
     #[arg(skip)]
     pub exe: Option<PathBuf>,
-    /// The load phase's settings (as `bench grpc`; `--sync` applies to the members).
+    /// The load phase's settings (as `bench grpc`; members always fsync, `--sync` is ignored).
     #[command(flatten)]
     pub load: GrpcBenchOptions,
 }
@@ -69,7 +69,6 @@ pub async fn run(options: ClusterBenchOptions) -> anyhow::Result<()> {
         dir,
         base_port: options.base_port,
         gossip_base_port: options.gossip_base_port,
-        sync: options.load.sync.clone(),
         extra_args: match &options.member_config {
             Some(path) => vec!["--config".into(), path.display().to_string()],
             None => Vec::new(),

@@ -17,7 +17,6 @@ pub struct LocalClusterSpec {
     pub dir: PathBuf,
     pub base_port: u16,
     pub gossip_base_port: u16,
-    pub sync: String,
     /// Extra `serve` arguments for every member.
     pub extra_args: Vec<String>,
 }
@@ -78,7 +77,6 @@ impl LocalCluster {
             .args(["--node-id", &id.to_string()])
             .args(["--listen", &self.rpc_addr(id)])
             .args(["--gossip-listen", &self.gossip_addr(id)])
-            .args(["--sync", &self.spec.sync])
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(&self.spec.extra_args)

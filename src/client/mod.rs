@@ -68,6 +68,11 @@ const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// How long a write keeps being retried (through leader elections) before its last error is
 /// returned.
 const WRITE_RETRY_BUDGET_MS: u64 = 10_000;
+/// One write call without an answer this long counts as UNAVAILABLE (a cut-off leader answers
+/// after its own commit timeout, 5 s by default; this is the backstop for a silent one).
+const CALL_TIMEOUT_MS: u64 = 8_000;
+/// How long rediscovery waits for one member's GetServers.
+const DISCOVERY_TIMEOUT_MS: u64 = 1_000;
 /// Wait before the first retry; doubled each time up to `RETRY_BACKOFF_MAX_MS` (small enough
 /// that a write resumes soon after an election ends).
 const RETRY_BACKOFF_MS: u64 = 25;
@@ -209,9 +214,13 @@ impl Client {
         let mut backoff_ms = RETRY_BACKOFF_MS;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(WRITE_RETRY_BUDGET_MS);
         loop {
-            let status = match call(self.leader()?).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => status,
+            let deadline_call = Duration::from_millis(CALL_TIMEOUT_MS);
+            let status = match tokio::time::timeout(deadline_call, call(self.leader()?)).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => tonic::Status::unavailable(format!(
+                    "no answer within {CALL_TIMEOUT_MS} ms (the write may still commit)"
+                )),
             };
             if status.code() != tonic::Code::Unavailable || tokio::time::Instant::now() >= deadline
             {
@@ -235,7 +244,9 @@ impl Client {
             let Ok(client) = self.member(&addr) else {
                 continue;
             };
-            if self.refresh(client).await.is_ok() && self.cluster.lock().leader.is_some() {
+            let asked = Duration::from_millis(DISCOVERY_TIMEOUT_MS);
+            let refreshed = tokio::time::timeout(asked, self.refresh(client)).await;
+            if matches!(refreshed, Ok(Ok(()))) && self.cluster.lock().leader.is_some() {
                 return;
             }
         }

@@ -16,6 +16,9 @@ use tokio::sync::watch;
 
 use super::types::{BasicNode, NodeId, Raft};
 
+/// How long the controller waits for one membership change to commit.
+const CHANGE_TIMEOUT_MS: u64 = 10_000;
+
 /// A member as gossip sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -110,13 +113,14 @@ pub fn next_change(
     }
     if voters.len() < config.voters_target {
         let last_index = metrics.last_log_index.unwrap_or(0);
+        // Only a learner Raft has actually reached (gossip alone proves nothing about its gRPC
+        // address): promoting an unreachable one would stall every commit in the joint config.
         let caught_up = |id: &NodeId| {
             let matched = metrics
                 .replication
                 .as_ref()
-                .and_then(|r| r.get(id).copied().flatten())
-                .map_or(0, |log_id| log_id.index);
-            matched + config.learner_lag_max >= last_index
+                .and_then(|r| r.get(id).copied().flatten());
+            matched.is_some_and(|log_id| log_id.index + config.learner_lag_max >= last_index)
         };
         if let Some(id) = learners
             .iter()
@@ -160,8 +164,14 @@ pub async fn run(raft: Raft, mut view: watch::Receiver<MemberView>, config: Cont
             continue;
         };
         tracing::info!(?change, "membership change");
-        if let Err(error) = apply(&raft, change.clone()).await {
-            tracing::warn!(?change, %error, "membership change failed; will retry");
+        // A change that cannot commit (no quorum) must not stop the controller for good.
+        let deadline = Duration::from_millis(CHANGE_TIMEOUT_MS);
+        match tokio::time::timeout(deadline, apply(&raft, change.clone())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(?change, %error, "membership change failed; will retry")
+            }
+            Err(_) => tracing::warn!(?change, "membership change not committed in time"),
         }
     }
 }
@@ -300,6 +310,12 @@ mod tests {
         assert_eq!(
             decide(&members, &caught_up, now),
             Some(Change::Promote { id: 2 })
+        );
+        let never_reached = metrics(&[1], &[2], &[], 3);
+        assert_eq!(
+            decide(&members, &never_reached, now),
+            None,
+            "gossip alone does not promote"
         );
     }
 

@@ -65,7 +65,9 @@ pub type TransportFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, Transport
 
 /// Moves one encoded request to the member at `addr` and returns its encoded answer.
 pub trait RaftTransport: Send + Sync + 'static {
-    fn call(&self, addr: &str, rpc: RaftRpc, payload: Vec<u8>) -> TransportFuture;
+    /// `target` is the node id expected at `addr`: the receiver refuses requests meant for
+    /// another id.
+    fn call(&self, target: NodeId, addr: &str, rpc: RaftRpc, payload: Vec<u8>) -> TransportFuture;
 }
 
 /// Creates one `Network` per target member; connections are made lazily by the transport.
@@ -120,7 +122,7 @@ impl Network {
     {
         let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let ttl = option.hard_ttl();
-        let sent = self.transport.call(&self.addr, rpc, payload);
+        let sent = self.transport.call(self.target, &self.addr, rpc, payload);
         let answer = match tokio::time::timeout(ttl, sent).await {
             Err(_) => return Err(RPCError::Timeout(self.timeout(rpc, ttl))),
             Ok(Err(e @ TransportError::Unreachable { .. })) => {

@@ -27,6 +27,10 @@ pub enum ProposeError {
     /// The node is shutting down or Raft stopped (a storage failure stops it for good).
     #[error("replication stopped: {0}")]
     Stopped(String),
+    /// The entry was proposed but not committed in time (e.g. the leader is cut off from the
+    /// other voters). It may still commit later: a retry can store the records twice.
+    #[error("not committed within {timeout_ms} ms (the write may still commit)")]
+    Timeout { timeout_ms: u64 },
 }
 
 fn leader_hint(leader: &Option<(NodeId, String)>) -> String {
@@ -47,6 +51,8 @@ pub struct ProposerLimits {
     pub entries_in_flight_max: usize,
     /// Write requests queued before `submit` waits.
     pub queue_depth_max: usize,
+    /// A proposed entry not committed within this long is answered with `Timeout`.
+    pub commit_timeout_ms: u64,
 }
 
 type Reply = oneshot::Sender<Result<Range<u64>, ProposeError>>;
@@ -138,11 +144,14 @@ async fn propose_loop(
         };
         match raft.client_write_ff(entry).await {
             Ok(acked) => {
+                let timeout_ms = limits.commit_timeout_ms;
                 tokio::spawn(async move {
-                    let result = match acked.await {
-                        Ok(Ok(response)) => Ok(response.data.first_offset),
-                        Ok(Err(error)) => Err(from_client_write_error(error)),
-                        Err(_) => Err(ProposeError::Stopped("raft dropped the write".into())),
+                    let deadline = std::time::Duration::from_millis(timeout_ms);
+                    let result = match tokio::time::timeout(deadline, acked).await {
+                        Err(_) => Err(ProposeError::Timeout { timeout_ms }),
+                        Ok(Ok(Ok(response))) => Ok(response.data.first_offset),
+                        Ok(Ok(Err(error))) => Err(from_client_write_error(error)),
+                        Ok(Err(_)) => Err(ProposeError::Stopped("raft dropped the write".into())),
                     };
                     answer(replies, result);
                     drop(permit);
@@ -211,6 +220,7 @@ mod tests {
         entry_bytes_max: 1_000,
         entries_in_flight_max: 1,
         queue_depth_max: 16,
+        commit_timeout_ms: 1_000,
     };
 
     #[test]

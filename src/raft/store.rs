@@ -15,11 +15,10 @@
 //! Invariants:
 //! - Only this file translates between Raft indexes and client offsets; `log_store.rs` and
 //!   `state_machine.rs` are thin trait adapters over it.
-//! - Data records are written before their entry record, and the data log is fsync'd before the
-//!   entry log, so a durable entry record implies durable data. At open the two logs are
-//!   *reconciled*: entry records whose data is missing are dropped, then data records no entry
-//!   accounts for are dropped. Neither was acknowledged (the flush callback fires only after
-//!   both fsyncs).
+//! - Data records are written before their entry record; the two logs are fsync'd concurrently
+//!   (either may reach the disk first). At open they are *reconciled*: entry records whose data
+//!   is missing are dropped, then data records no entry accounts for are dropped. Neither was
+//!   acknowledged (the flush callback fires only after both fsyncs).
 //! - `entry_data_end(i)` never decreases with `i`; the data boundary (the data log's next
 //!   offset) is the last entry's `data_end`, or `HardState::entry_base.data_end` when the entry
 //!   log is physically empty.

@@ -45,6 +45,7 @@ pub async fn start_member(
         .ok_or_else(|| ConfigError::Invalid("a cluster member needs a [cluster] section".into()))?;
     let node_id = config.raft_node_id()?;
     let rpc_addr = cluster.advertise_rpc.clone().unwrap_or(rpc_addr);
+    check_advertised(&rpc_addr, cluster.gossip_listen)?;
     let membership = Membership::start(MembershipConfig {
         node_id,
         gossip_listen: cluster.gossip_listen,
@@ -59,7 +60,10 @@ pub async fn start_member(
     let raft_config = RaftNodeConfig {
         node_id,
         rpc_addr,
-        store: StoreConfig::new(&config.data_dir, config.log_config()?),
+        store: StoreConfig {
+            read_bytes_max: cluster.replicate_bytes_max,
+            ..StoreConfig::new(&config.data_dir, config.log_config()?)
+        },
         timing: RaftTiming {
             heartbeat_ms: cluster.heartbeat_ms,
             election_timeout_min_ms: cluster.election_timeout_min_ms,
@@ -70,6 +74,7 @@ pub async fn start_member(
             entry_bytes_max: cluster.entry_bytes_max,
             entries_in_flight_max: cluster.entries_in_flight_max,
             queue_depth_max: config.limits.append_queue_depth_max,
+            commit_timeout_ms: cluster.commit_timeout_ms,
         },
         controller: ControllerConfig {
             voters_target: cluster.voters_target,
@@ -81,9 +86,31 @@ pub async fn start_member(
         retention_check_ms: config.retention_check_ms,
         bootstrap: cluster.bootstrap || cluster.join.is_empty(),
     };
-    let transport = Arc::new(GrpcRaftTransport::new(4 * config.limits.message_bytes_max));
+    let message_bytes_max = cluster.raft_message_bytes_max(&config.limits);
+    let transport = Arc::new(GrpcRaftTransport::new(message_bytes_max));
     let node = Node::open_replicated(config, raft_config, disk, clock, transport, members).await?;
     Ok(Member { node, membership })
+}
+
+/// The gRPC address a member advertises must reach it from the other members: not a wildcard,
+/// and not loopback unless gossip is on loopback too (every member would otherwise call itself).
+fn check_advertised(rpc_addr: &str, gossip: std::net::SocketAddr) -> Result<(), ConfigError> {
+    let Ok(addr) = rpc_addr.parse::<std::net::SocketAddr>() else {
+        return Ok(()); // a host name: resolved by the others
+    };
+    let invalid = |why: &str| {
+        Err(ConfigError::Invalid(format!(
+            "this member would advertise gRPC address {rpc_addr}, {why}; set cluster.advertise_rpc \
+             (--advertise-rpc) to the address the other members reach it at"
+        )))
+    };
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return invalid("which is a wildcard");
+    }
+    if addr.ip().is_loopback() && !gossip.ip().is_loopback() {
+        return invalid("which is loopback while gossip is not");
+    }
+    Ok(())
 }
 
 /// Follows the gossip view as the controller's `MemberView` (the raft module does not know the

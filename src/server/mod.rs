@@ -94,7 +94,11 @@ pub async fn serve(
 #[cfg(not(madsim))]
 fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
     let raft = node.raft()?.raft().clone();
-    let bytes_max = 4 * node.config().limits.message_bytes_max;
+    let config = node.config();
+    let bytes_max = config
+        .cluster
+        .as_ref()?
+        .raft_message_bytes_max(&config.limits);
     Some(
         RaftServer::new(RaftRpcService::new(raft))
             .max_decoding_message_size(bytes_max)

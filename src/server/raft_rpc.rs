@@ -32,12 +32,21 @@ impl RaftRpcService {
         rpc: RaftRpc,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let payload = request.into_inner().payload;
+        let request = request.into_inner();
+        let own_id = self.raft.metrics().borrow().id;
+        if request.target_id != own_id {
+            return Err(Status::failed_precondition(format!(
+                "this is node {own_id}, not node {}: the member's address is wrong or reused",
+                request.target_id
+            )));
+        }
+        let payload = request.payload;
         let answer = handle_rpc(&self.raft, rpc, &payload)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(RaftMessage {
             payload: answer.into(),
+            target_id: 0,
         }))
     }
 }
@@ -100,7 +109,7 @@ impl GrpcRaftTransport {
 }
 
 impl RaftTransport for GrpcRaftTransport {
-    fn call(&self, addr: &str, rpc: RaftRpc, payload: Vec<u8>) -> TransportFuture {
+    fn call(&self, target: u64, addr: &str, rpc: RaftRpc, payload: Vec<u8>) -> TransportFuture {
         let channel = self.channel(addr);
         let addr = addr.to_string();
         let bytes_max = self.message_bytes_max;
@@ -110,6 +119,7 @@ impl RaftTransport for GrpcRaftTransport {
                 .max_encoding_message_size(bytes_max);
             let request = Request::new(RaftMessage {
                 payload: payload.into(),
+                target_id: target,
             });
             let answer = match rpc {
                 RaftRpc::AppendEntries => client.append_entries(request).await,
