@@ -8,12 +8,20 @@
 //! - nothing served fails its checksum or is a value nobody produced, and DATA_LOSS is only ever
 //!   answered for records a bit flip damaged;
 //! - record timestamps never decrease along the log (whatever the clock skew);
-//! - the liveness phase met its bounds.
+//! - the liveness phase met its bounds;
+//!
+//! and in a cluster:
+//! - at most one leader per term (what each node's Raft reported);
+//! - what any node served at an offset is what every other node served there (the checks above
+//!   look at every node's reads, streams and replica scan);
+//! - the replicas converge: after the liveness phase every node reports the same committed
+//!   offset and holds the same records (value bytes, term, timestamp) below it, terms never
+//!   decrease along a replica's log, and every acknowledged record is intact on a majority.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::history::{Decoded, History, ReadOutcome};
+use crate::history::{Decoded, History, ReadOutcome, Stored};
 use crate::value::ValueId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +49,10 @@ pub const BAD_VALUE: &str = "corrupt-or-unknown-value-served";
 pub const DATA_LOSS: &str = "data-loss-without-bit-flip";
 pub const TIME_BACKWARDS: &str = "timestamps-decrease";
 pub const LIVENESS: &str = "liveness";
+pub const TWO_LEADERS: &str = "two-leaders-in-a-term";
+pub const DIVERGED: &str = "replicas-diverge";
+pub const TERMS_BACKWARDS: &str = "terms-decrease";
+pub const ACKED_MINORITY: &str = "acked-record-not-on-a-majority";
 
 /// Every invariant, in a fixed order.
 pub fn check(history: &History) -> Vec<Violation> {
@@ -53,6 +65,10 @@ pub fn check(history: &History) -> Vec<Violation> {
     out.extend(check_dense(history));
     out.extend(check_stream_order(history));
     out.extend(check_timestamps(history));
+    out.extend(check_one_leader_per_term(history));
+    out.extend(check_replicas_converge(history));
+    out.extend(check_terms_monotonic(history));
+    out.extend(check_acked_on_majority(history));
     out.extend(check_liveness(history));
     out
 }
@@ -72,6 +88,13 @@ fn observed_values(history: &History) -> Vec<(usize, u64, &Decoded)> {
         for (offset, outcome) in &scan.entries {
             if let ReadOutcome::Value(decoded) = outcome {
                 out.push((scan.node, *offset, decoded));
+            }
+        }
+    }
+    for replica in &history.replicas {
+        for (offset, stored) in &replica.entries {
+            if let Stored::Record { id, .. } = stored {
+                out.push((replica.node, *offset, id));
             }
         }
     }
@@ -125,7 +148,13 @@ pub fn check_offsets_unique(history: &History) -> Vec<Violation> {
 
 /// Each value is at one offset at most (a produce that failed or timed out may have been appended,
 /// but only once), and an acknowledged value is nowhere but where it was acknowledged.
+///
+/// With at-least-once produces (a cluster client retries a write whose outcome it does not know
+/// on the next leader), an unacknowledged value may be stored several times, and an acknowledged
+/// one may also sit *before* its acknowledged offset (an earlier attempt of the same call that
+/// committed after all); never after it, since the acknowledged attempt was the last.
 pub fn check_values_once(history: &History) -> Vec<Violation> {
+    let acked: BTreeMap<ValueId, u64> = history.acked().collect();
     let mut offsets: BTreeMap<ValueId, BTreeSet<u64>> = BTreeMap::new();
     for (id, offset) in history.acked() {
         offsets.entry(id).or_default().insert(offset);
@@ -138,7 +167,25 @@ pub fn check_values_once(history: &History) -> Vec<Violation> {
     offsets
         .into_iter()
         .filter(|(_, at)| at.len() > 1)
-        .map(|(id, at)| violation(DUPLICATED, format!("{id} is at offsets {at:?}")))
+        .filter(|(id, at)| {
+            if !history.at_least_once {
+                return true;
+            }
+            match acked.get(id) {
+                // Only the acknowledged offset and copies before it are allowed.
+                Some(acked_at) => at.last() != Some(acked_at),
+                None => false,
+            }
+        })
+        .map(|(id, at)| {
+            let detail = match acked.get(&id) {
+                Some(acked_at) if history.at_least_once => format!(
+                    "{id} is at offsets {at:?}, acknowledged at {acked_at}: a copy after it"
+                ),
+                _ => format!("{id} is at offsets {at:?}"),
+            };
+            violation(DUPLICATED, detail)
+        })
         .collect()
 }
 
@@ -155,6 +202,13 @@ pub fn check_data_loss_only_flipped(history: &History) -> Vec<Violation> {
             (scan.entries.iter())
                 .filter(|(_, outcome)| **outcome == ReadOutcome::DataLoss)
                 .map(|(offset, _)| (scan.node, *offset, "the final scan")),
+        );
+    }
+    for replica in &history.replicas {
+        losses.extend(
+            (replica.entries.iter())
+                .filter(|(_, stored)| **stored == Stored::DataLoss)
+                .map(|(offset, _)| (replica.node, *offset, "its replica scan")),
         );
     }
     losses
@@ -274,6 +328,197 @@ pub fn check_timestamps(history: &History) -> Vec<Violation> {
                 format!(
                     "offset {} has timestamp {} ms, before offset {}'s {} ms",
                     pair[1].0, pair[1].1, pair[0].0, pair[0].1
+                ),
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
+/// No two nodes were leader of the same term: neither two nodes in state Leader with the same
+/// term, nor a node naming another leader for a term than the one that led it.
+pub fn check_one_leader_per_term(history: &History) -> Vec<Violation> {
+    // term -> leader id -> who said so (first sample)
+    let mut claims: BTreeMap<u64, BTreeMap<u64, String>> = BTreeMap::new();
+    for sample in &history.raft_samples {
+        let mut claim = |leader: u64, how: String| {
+            (claims.entry(sample.term).or_default())
+                .entry(leader)
+                .or_insert(how);
+        };
+        if sample.leader {
+            claim(
+                sample.id,
+                format!("node {} (id {}) was leader", sample.node, sample.id),
+            );
+        }
+        if let Some(leader) = sample.current_leader {
+            claim(
+                leader,
+                format!(
+                    "node {} (id {}) named id {leader} its leader",
+                    sample.node, sample.id
+                ),
+            );
+        }
+    }
+    claims
+        .into_iter()
+        .filter(|(_, leaders)| leaders.len() > 1)
+        .map(|(term, leaders)| {
+            let said: Vec<&str> = leaders.values().map(String::as_str).collect();
+            violation(
+                TWO_LEADERS,
+                format!(
+                    "term {term} had leaders {:?}: {}",
+                    leaders.keys().collect::<Vec<_>>(),
+                    said.join("; ")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// In a cluster: every node reported the same committed offset after the liveness phase, read
+/// back every offset below it, and holds the same record (value bytes, term, timestamp) at each
+/// offset as every other node (DATA_LOSS is `check_data_loss_only_flipped`'s to judge).
+pub fn check_replicas_converge(history: &History) -> Vec<Violation> {
+    if history.nodes <= 1 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let scanned: BTreeSet<usize> = history.replicas.iter().map(|r| r.node).collect();
+    let missing: Vec<usize> = (0..history.nodes)
+        .filter(|n| !scanned.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        out.push(violation(
+            DIVERGED,
+            format!("no replica scan of nodes {missing:?}"),
+        ));
+    }
+    let committed: BTreeSet<u64> = history.replicas.iter().map(|r| r.committed).collect();
+    if committed.len() > 1 {
+        let each: Vec<String> = (history.replicas.iter())
+            .map(|r| format!("node {}: {}", r.node, r.committed))
+            .collect();
+        out.push(violation(
+            DIVERGED,
+            format!(
+                "the replicas committed different offsets: {}",
+                each.join(", ")
+            ),
+        ));
+    }
+    for replica in &history.replicas {
+        let unread: Vec<u64> = (replica.lowest_offset..replica.committed)
+            .filter(|o| !replica.entries.contains_key(o))
+            .collect();
+        if let Some(first) = unread.first() {
+            out.push(violation(
+                DIVERGED,
+                format!(
+                    "node {} did not read back {} of its offsets in [{}, {}) (first: {first})",
+                    replica.node,
+                    unread.len(),
+                    replica.lowest_offset,
+                    replica.committed
+                ),
+            ));
+        }
+    }
+    // offset -> (stored record, first node holding it)
+    let mut first: BTreeMap<u64, (&Stored, usize)> = BTreeMap::new();
+    let mut differing: BTreeMap<(usize, usize), Vec<u64>> = BTreeMap::new();
+    for replica in &history.replicas {
+        for (offset, stored) in &replica.entries {
+            if *stored == Stored::DataLoss {
+                continue;
+            }
+            match first.get(offset) {
+                None => {
+                    first.insert(*offset, (stored, replica.node));
+                }
+                Some((seen, node)) if *seen != stored => differing
+                    .entry((*node, replica.node))
+                    .or_default()
+                    .push(*offset),
+                Some(_) => {}
+            }
+        }
+    }
+    for ((a, b), offsets) in differing {
+        let o = offsets[0];
+        let at = |node: usize| {
+            (history.replicas.iter())
+                .find(|r| r.node == node)
+                .and_then(|r| r.entries.get(&o))
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default()
+        };
+        out.push(violation(
+            DIVERGED,
+            format!(
+                "nodes {a} and {b} hold different records at {} offsets (first: {o}: {} vs {})",
+                offsets.len(),
+                at(a),
+                at(b)
+            ),
+        ));
+    }
+    out
+}
+
+/// Terms never decrease along a replica's log (a Raft log is ordered by term).
+pub fn check_terms_monotonic(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for replica in &history.replicas {
+        let terms: Vec<(u64, u64)> = (replica.entries.iter())
+            .filter_map(|(offset, stored)| match stored {
+                Stored::Record { term, .. } => Some((*offset, *term)),
+                Stored::DataLoss => None,
+            })
+            .collect();
+        if let Some(pair) = terms.windows(2).find(|pair| pair[1].1 < pair[0].1) {
+            out.push(violation(
+                TERMS_BACKWARDS,
+                format!(
+                    "node {}: offset {} has term {}, after offset {} with term {}",
+                    replica.node, pair[1].0, pair[1].1, pair[0].0, pair[0].1
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// In a cluster: every acknowledged value is intact, at its offset, on a majority of the nodes
+/// (the others may have lost it to a bit flip, and say DATA_LOSS).
+pub fn check_acked_on_majority(history: &History) -> Vec<Violation> {
+    if history.nodes <= 1 || history.replicas.is_empty() {
+        return Vec::new();
+    }
+    let majority = history.nodes / 2 + 1;
+    let mut short: Vec<(ValueId, u64, usize)> = Vec::new();
+    for (id, offset) in history.acked() {
+        let holding = (history.replicas.iter())
+            .filter(|r| {
+                matches!(r.entries.get(&offset), Some(Stored::Record { id: Ok(at), .. }) if *at == id)
+            })
+            .count();
+        if holding < majority {
+            short.push((id, offset, holding));
+        }
+    }
+    short
+        .first()
+        .map(|(id, offset, holding)| {
+            violation(
+                ACKED_MINORITY,
+                format!(
+                    "{} acknowledged records are intact on fewer than {majority} of {} nodes (first: {id} at offset {offset}, on {holding})",
+                    short.len(),
+                    history.nodes
                 ),
             )
         })

@@ -290,6 +290,7 @@ fn the_fault_plan_is_a_function_of_the_seed_and_stays_in_bounds() {
     let intensity = faults::Intensity {
         mean_gap_ms: 300,
         bit_flips: true,
+        disk_nodes: vec![0],
     };
     let a = faults::plan(&mut rng::Rng::new(7), 10_000, 1, &intensity);
     let b = faults::plan(&mut rng::Rng::new(7), 10_000, 1, &intensity);
@@ -310,4 +311,257 @@ fn the_fault_plan_is_a_function_of_the_seed_and_stays_in_bounds() {
     assert!((0..20)
         .flat_map(|seed| faults::plan(&mut rng::Rng::new(seed), 10_000, 1, &without))
         .all(|p| p.fault.kind() != "bit-flip"));
+}
+
+#[test]
+fn a_cluster_plan_has_the_cluster_faults_and_keeps_disk_faults_on_a_minority() {
+    use faults::Fault;
+    let intensity = faults::Intensity {
+        mean_gap_ms: 300,
+        bit_flips: true,
+        disk_nodes: vec![1, 3],
+    };
+    let plans: Vec<faults::Planned> = (0..40)
+        .flat_map(|seed| faults::plan(&mut rng::Rng::new(seed), 10_000, 5, &intensity))
+        .collect();
+    let kinds: std::collections::BTreeSet<&str> = plans.iter().map(|p| p.fault.kind()).collect();
+    assert_eq!(kinds.len(), 14, "{kinds:?}");
+    for planned in &plans {
+        match &planned.fault {
+            Fault::IoErrors { node, .. } | Fault::BitFlip { node, .. } => {
+                assert!([1, 3].contains(node), "{planned:?}")
+            }
+            Fault::Partition { side, .. } => {
+                assert!((1..=2).contains(&side.len()), "a minority: {planned:?}");
+                assert!(side.windows(2).all(|w| w[0] < w[1] && w[1] < 5));
+            }
+            Fault::OneWay { from, to, .. } => assert!(from != to && *to < 5, "{planned:?}"),
+            Fault::Crash { node, .. } | Fault::Pause { node, .. } => assert!(*node < 5),
+            _ => {}
+        }
+    }
+    // No disk node: no disk fault at all; no flips unless asked for.
+    let none = faults::Intensity {
+        disk_nodes: vec![],
+        ..intensity.clone()
+    };
+    assert!((0..20)
+        .flat_map(|seed| faults::plan(&mut rng::Rng::new(seed), 10_000, 3, &none))
+        .all(|p| !matches!(p.fault, Fault::IoErrors { .. } | Fault::BitFlip { .. })));
+    let without = faults::Intensity {
+        bit_flips: false,
+        ..intensity
+    };
+    assert!((0..20)
+        .flat_map(|seed| faults::plan(&mut rng::Rng::new(seed), 10_000, 5, &without))
+        .all(|p| p.fault.kind() != "bit-flip"));
+}
+
+// ---- cluster invariants ----
+
+fn stored(id: ValueId, term: u64, timestamp_ms: i64) -> Stored {
+    Stored::Record {
+        id: Ok(id),
+        digest: id.seq ^ (u64::from(id.producer) << 32),
+        term,
+        timestamp_ms,
+    }
+}
+
+/// `good_history` on a 3-node cluster: every replica holds the same 4 records (terms 1, 1, 2, 2),
+/// node 0 (Raft id 1) led term 1 and node 1 (id 2) term 2.
+fn good_cluster_history() -> History {
+    let mut h = good_history();
+    h.nodes = 3;
+    h.at_least_once = true;
+    let log: BTreeMap<u64, Stored> = [
+        (0, stored(id(0, 0), 1, 1_000)),
+        (1, stored(id(0, 1), 1, 1_000)),
+        (2, stored(id(1, 0), 2, 1_001)),
+        (3, stored(id(1, 1), 2, 1_001)),
+    ]
+    .into_iter()
+    .collect();
+    h.replicas = (0..3)
+        .map(|node| ReplicaScan {
+            node,
+            lowest_offset: 0,
+            committed: 4,
+            entries: log.clone(),
+        })
+        .collect();
+    let sample = |node: usize, term: u64, leader: bool, current_leader: Option<u64>| RaftSample {
+        node,
+        id: node as u64 + 1,
+        term,
+        leader,
+        current_leader,
+    };
+    h.raft_samples = vec![
+        sample(0, 1, true, Some(1)),
+        sample(1, 1, false, Some(1)),
+        sample(2, 1, false, None),
+        sample(1, 2, false, None),
+        sample(1, 2, true, Some(2)),
+        sample(0, 2, false, Some(2)),
+    ];
+    h
+}
+
+#[test]
+fn a_consistent_cluster_history_passes() {
+    assert_eq!(check(&good_cluster_history()), vec![]);
+}
+
+#[test]
+fn two_leaders_in_one_term_are_caught_whoever_reports_them() {
+    let mut h = good_cluster_history();
+    h.raft_samples.push(RaftSample {
+        node: 2,
+        id: 3,
+        term: 2,
+        leader: true,
+        current_leader: Some(3),
+    });
+    assert_eq!(invariants(&check(&h)), vec![TWO_LEADERS]);
+    // A follower naming another leader for a term than the one that led it.
+    let mut h = good_cluster_history();
+    h.raft_samples.push(RaftSample {
+        node: 2,
+        id: 3,
+        term: 1,
+        leader: false,
+        current_leader: Some(2),
+    });
+    assert_eq!(invariants(&check(&h)), vec![TWO_LEADERS]);
+    // The same node leading again in a later term is fine.
+    let mut h = good_cluster_history();
+    h.raft_samples.push(RaftSample {
+        node: 0,
+        id: 1,
+        term: 3,
+        leader: true,
+        current_leader: Some(1),
+    });
+    assert_eq!(check(&h), vec![]);
+}
+
+#[test]
+fn an_offset_read_differently_on_two_nodes_is_caught() {
+    let mut h = good_cluster_history();
+    h.reads.push(Read {
+        node: 2,
+        offset: 1,
+        outcome: value_at(id(1, 1)),
+    });
+    let found = invariants(&check(&h));
+    assert!(found.contains(&OFFSET_REUSED), "{found:?}");
+    // A replica holding another value at an offset: the replicas diverge, and the offset maps
+    // to two values.
+    let mut h = good_cluster_history();
+    h.replicas[2].entries.insert(0, stored(id(1, 1), 1, 1_000));
+    let found = invariants(&check(&h));
+    assert!(
+        found.contains(&OFFSET_REUSED) && found.contains(&DIVERGED),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn replicas_that_differ_in_term_timestamp_or_length_diverge() {
+    let mut h = good_cluster_history();
+    h.replicas[1].entries.insert(2, stored(id(1, 0), 1, 1_001));
+    assert_eq!(invariants(&check(&h)), vec![DIVERGED]);
+    let mut h = good_cluster_history();
+    h.replicas[1].entries.insert(3, stored(id(1, 1), 2, 1_002));
+    assert_eq!(invariants(&check(&h)), vec![DIVERGED]);
+    // Shorter: a different committed offset.
+    let mut h = good_cluster_history();
+    h.replicas[2].committed = 3;
+    h.replicas[2].entries.remove(&3);
+    assert_eq!(invariants(&check(&h)), vec![DIVERGED]);
+    // An offset below the committed one that did not read back.
+    let mut h = good_cluster_history();
+    h.replicas[2].entries.remove(&1);
+    assert_eq!(invariants(&check(&h)), vec![DIVERGED]);
+    // A node not scanned at all.
+    let mut h = good_cluster_history();
+    h.replicas.pop();
+    assert_eq!(invariants(&check(&h)), vec![DIVERGED]);
+}
+
+#[test]
+fn terms_going_backwards_along_a_replica_are_caught() {
+    let mut h = good_cluster_history();
+    for replica in &mut h.replicas {
+        replica.entries.insert(3, stored(id(1, 1), 1, 1_001));
+    }
+    assert_eq!(invariants(&check(&h)), vec![TERMS_BACKWARDS; 3]);
+}
+
+#[test]
+fn data_loss_on_a_replica_is_excused_only_by_a_flip_there_and_only_on_a_minority() {
+    let mut h = good_cluster_history();
+    h.replicas[2].entries.insert(1, Stored::DataLoss);
+    assert_eq!(invariants(&check(&h)), vec![DATA_LOSS]);
+    h.flips.push(Flip {
+        node: 2,
+        offsets: Some(0..2),
+    });
+    assert_eq!(check(&h), vec![]);
+    // Two of three replicas lost an acknowledged record (even to flips): not on a majority.
+    h.replicas[1].entries.insert(1, Stored::DataLoss);
+    h.flips.push(Flip {
+        node: 1,
+        offsets: None,
+    });
+    assert_eq!(invariants(&check(&h)), vec![ACKED_MINORITY]);
+}
+
+#[test]
+fn at_least_once_allows_copies_of_unacknowledged_values_and_earlier_copies_of_acknowledged_ones() {
+    // p1#1 (maybe) stored twice, and p1#0 (acknowledged at 2) also at 1 from an earlier attempt.
+    let mut h = good_cluster_history();
+    h.produces = vec![
+        acked(id(0, 0), 0),
+        acked(id(1, 0), 2),
+        maybe(id(1, 1)),
+        maybe(id(0, 1)),
+    ];
+    let log: BTreeMap<u64, Stored> = [
+        (0, stored(id(0, 0), 1, 1_000)),
+        (1, stored(id(1, 0), 1, 1_000)),
+        (2, stored(id(1, 0), 2, 1_001)),
+        (3, stored(id(1, 1), 2, 1_001)),
+        (4, stored(id(1, 1), 2, 1_001)),
+    ]
+    .into_iter()
+    .collect();
+    for replica in &mut h.replicas {
+        replica.entries = log.clone();
+        replica.committed = 5;
+    }
+    h.reads.clear();
+    h.sessions.clear();
+    h.final_scan = Some(scan(
+        5,
+        &[
+            (0, value_at(id(0, 0))),
+            (1, value_at(id(1, 0))),
+            (2, value_at(id(1, 0))),
+            (3, value_at(id(1, 1))),
+            (4, value_at(id(1, 1))),
+        ],
+    ));
+    assert_eq!(check(&h), vec![]);
+    // Without at-least-once (a standalone node), both are duplicates.
+    h.at_least_once = false;
+    assert_eq!(invariants(&check(&h)), vec![DUPLICATED, DUPLICATED]);
+    // A copy of an acknowledged value AFTER its acknowledged offset is never fine.
+    h.at_least_once = true;
+    for replica in &mut h.replicas {
+        replica.entries.insert(4, stored(id(0, 0), 2, 1_001));
+    }
+    let found = invariants(&check(&h));
+    assert!(found.contains(&DUPLICATED), "{found:?}");
 }

@@ -2,6 +2,12 @@
 //! running the real server (`loghouse::server::serve`) on madsim's network, plus one client node
 //! the workload runs on.
 //!
+//! N = 1 is a standalone node (`Node::open`, no Raft, no gossip). N > 1 is a Raft cluster: node
+//! i (Raft id i + 1) is `10.0.0.(i+1)`, gRPC on 7400, gossip (UDP) on 7500; it starts with
+//! `server::start_member` inside its madsim node's init task (so a kill drops Raft, gossip and
+//! the server together), node 0 bootstraps the cluster, and every node joins through all the
+//! others' gossip addresses (so a restarted node finds the cluster whoever is up).
+//!
 //! A node's disk and clock live here, outside the madsim node, so they survive a kill: a restart
 //! runs the node's init task again, which reopens (recovers) the log from whatever the disk kept.
 
@@ -14,16 +20,23 @@ use std::time::Duration;
 
 use loghouse::config::NodeConfig;
 use loghouse::io::{Clock, Disk, SimDisk, SimDiskFaults};
+use loghouse::raft::types::{BasicNode, NodeId};
 use loghouse::server::Node;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
+use openraft::{RaftMetrics, ServerState};
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
-use crate::history::History;
+use crate::history::{History, RaftSample};
 use crate::trace::Trace;
 
 /// The port every node serves gRPC on.
 pub const RPC_PORT: u16 = 7400;
+/// The port every cluster member gossips on (UDP).
+pub const GOSSIP_PORT: u16 = 7500;
+
+pub type Metrics = watch::Receiver<RaftMetrics<NodeId, BasicNode>>;
 /// How long a node that failed to open its log waits before trying again.
 const REOPEN_DELAY: Duration = Duration::from_millis(200);
 
@@ -33,6 +46,8 @@ pub struct Shared {
     pub history: Mutex<History>,
     /// The last error of each node whose log does not open (cleared when it opens).
     pub open_errors: Mutex<BTreeMap<usize, String>>,
+    /// The Raft metrics of each cluster member that is running (removed at power off).
+    pub metrics: Mutex<BTreeMap<usize, Metrics>>,
     trace: Mutex<Trace>,
 }
 
@@ -41,6 +56,7 @@ impl Shared {
         Arc::new(Shared {
             history: Mutex::new(History::default()),
             open_errors: Mutex::new(BTreeMap::new()),
+            metrics: Mutex::new(BTreeMap::new()),
             trace: Mutex::new(Trace::new(print_trace)),
         })
     }
@@ -96,12 +112,21 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// The directory the node's log keeps its segments in.
+    /// The directory the node keeps its client records' segments in: the log of a standalone
+    /// node, the data log of a cluster member (its Raft entry log is elsewhere).
     pub fn log_dir(&self) -> PathBuf {
-        self.config
+        let log = self
+            .config
             .log_config()
-            .expect("the sim's node config is valid")
-            .dir
+            .expect("the sim's node config is valid");
+        match self.config.cluster {
+            None => log.dir,
+            Some(_) => {
+                loghouse::raft::store::StoreConfig::new(&self.config.data_dir, log)
+                    .data
+                    .dir
+            }
+        }
     }
 
     /// Sets the disk's I/O error rate (kept across calls) and whether a crash now tears writes.
@@ -118,10 +143,20 @@ pub struct Cluster {
     pub client: NodeHandle,
     handle: Handle,
     pub shared: Arc<Shared>,
+    /// How many faults currently want each (from, to) link between nodes clogged.
+    link_clogs: BTreeMap<(usize, usize), u32>,
 }
 
 pub fn node_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1 + index as u8))
+}
+
+pub fn rpc_addr(index: usize) -> SocketAddr {
+    SocketAddr::new(node_ip(index), RPC_PORT)
+}
+
+pub fn gossip_addr(index: usize) -> SocketAddr {
+    SocketAddr::new(node_ip(index), GOSSIP_PORT)
 }
 
 impl Cluster {
@@ -144,11 +179,63 @@ impl Cluster {
             client,
             handle: handle.clone(),
             shared,
+            link_clogs: BTreeMap::new(),
         }
     }
 
-    pub fn addr(&self, node: usize) -> SocketAddr {
-        self.nodes[node].addr
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.to_string()).collect()
+    }
+
+    /// The node that leads (state Leader, the highest term among the running nodes' metrics).
+    pub fn leader(&self) -> Option<usize> {
+        let metrics = self.shared.metrics.lock();
+        (metrics.iter())
+            .filter(|(node, _)| self.nodes[**node].up)
+            .filter_map(|(node, m)| {
+                let m = m.borrow();
+                (m.state == ServerState::Leader && m.running_state.is_ok())
+                    .then_some((m.current_term, *node))
+            })
+            .max()
+            .map(|(_, node)| node)
+    }
+
+    /// Clogs the one-way link `from` -> `to` between two nodes (counted: it opens again once
+    /// every fault that clogged it has ended).
+    pub fn clog_link(&mut self, from: usize, to: usize) {
+        let count = self.link_clogs.entry((from, to)).or_default();
+        *count += 1;
+        if *count == 1 {
+            let (a, b) = (self.nodes[from].handle.id(), self.nodes[to].handle.id());
+            NetSim::current().clog_link(a, b);
+        }
+    }
+
+    pub fn unclog_link(&mut self, from: usize, to: usize) {
+        let Some(count) = self.link_clogs.get_mut(&(from, to)) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.link_clogs.remove(&(from, to));
+            let (a, b) = (self.nodes[from].handle.id(), self.nodes[to].handle.id());
+            NetSim::current().unclog_link(a, b);
+        }
+    }
+
+    /// Clogs every link between `side` and the other nodes, both ways. Returns the links.
+    pub fn partition(&mut self, side: &[usize]) -> Vec<(usize, usize)> {
+        let mut links = Vec::new();
+        for a in side.iter().copied() {
+            for b in (0..self.nodes.len()).filter(|b| !side.contains(b)) {
+                links.extend([(a, b), (b, a)]);
+            }
+        }
+        for (from, to) in &links {
+            self.clog_link(*from, *to);
+        }
+        links
     }
 
     /// Power loss: kill the node, then crash its disk (`torn`: tear the last unsynced writes).
@@ -159,6 +246,7 @@ impl Cluster {
             return false;
         }
         self.handle.kill(sim_node.handle.id());
+        self.shared.metrics.lock().remove(&node);
         sim_node.set_disk_faults(torn);
         sim_node.disk.crash();
         sim_node.set_disk_faults(false);
@@ -192,8 +280,11 @@ impl Cluster {
     }
 
     /// Undoes every network fault and pause (not crashes, skews or disk faults).
-    pub fn heal_network(&self) {
+    pub fn heal_network(&mut self) {
         let net = self.net();
+        for (from, to) in std::mem::take(&mut self.link_clogs).into_keys() {
+            net.unclog_link(self.nodes[from].handle.id(), self.nodes[to].handle.id());
+        }
         net.update_config(|config| *config = madsim::net::Config::default());
         for node in &self.nodes {
             net.unclog_node(node.handle.id());
@@ -213,7 +304,7 @@ fn start_node(
     shared: Arc<Shared>,
 ) -> SimNode {
     let ip = node_ip(index);
-    let addr = SocketAddr::new(ip, RPC_PORT);
+    let addr = rpc_addr(index);
     let disk = SimDisk::new(disk_seed);
     let clock = Arc::new(SkewedClock::default());
     let init = {
@@ -248,6 +339,107 @@ fn start_node(
 
 /// A node's main task: open (recover) the log, retrying while the disk fails, then serve.
 async fn run_node(
+    index: usize,
+    addr: SocketAddr,
+    config: NodeConfig,
+    disk: SimDisk,
+    clock: Arc<SkewedClock>,
+    shared: Arc<Shared>,
+) {
+    if config.cluster.is_some() {
+        run_member(index, addr, config, disk, clock, shared).await
+    } else {
+        run_standalone(index, addr, config, disk, clock, shared).await
+    }
+}
+
+/// A cluster member: start gossip and Raft over the recovered store (retrying while that
+/// fails), publish its Raft metrics, then serve.
+async fn run_member(
+    index: usize,
+    addr: SocketAddr,
+    config: NodeConfig,
+    disk: SimDisk,
+    clock: Arc<SkewedClock>,
+    shared: Arc<Shared>,
+) {
+    let member = loop {
+        let disk: Arc<dyn Disk> = Arc::new(disk.clone());
+        match loghouse::server::start_member(config.clone(), disk, clock.clone(), addr.to_string())
+            .await
+        {
+            Ok(member) => break member,
+            Err(error) => {
+                shared.event(format!("node {index} start failed: {error}"));
+                shared.open_errors.lock().insert(index, error.to_string());
+                tokio::time::sleep(REOPEN_DELAY).await;
+            }
+        }
+    };
+    shared.open_errors.lock().remove(&index);
+    let node = member.node.clone();
+    let raft = node.raft().expect("a member has Raft").raft().clone();
+    let info = node.log().info();
+    shared.event(format!(
+        "node {index} started: data log [{}, {}) in {} segments, committed {}",
+        info.lowest_offset,
+        info.next_offset,
+        info.segment_count,
+        node.committed_offset()
+    ));
+    shared.metrics.lock().insert(index, raft.metrics());
+    tokio::spawn(watch_metrics(index, raft.metrics(), shared.clone()));
+    // Gossip runs as long as this task does (a kill drops both).
+    let _membership = member.membership;
+    if let Err(error) = loghouse::server::serve(node, addr, std::future::pending()).await {
+        shared.event(format!("node {index} serve failed: {error}"));
+    }
+}
+
+/// Records every change of the node's term, role, known leader or voters (history and trace),
+/// and when its Raft stops.
+async fn watch_metrics(index: usize, mut metrics: Metrics, shared: Arc<Shared>) {
+    let mut last: Option<(RaftSample, String)> = None;
+    let mut stopped = false;
+    loop {
+        let (sample, described, fatal) = {
+            let m = metrics.borrow_and_update();
+            let sample = RaftSample {
+                node: index,
+                id: m.id,
+                term: m.current_term,
+                leader: m.state == ServerState::Leader,
+                current_leader: m.current_leader,
+            };
+            let membership = m.membership_config.membership();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let learners: Vec<u64> = membership.learner_ids().collect();
+            let described = format!(
+                "term {} {:?} leader {:?} voters {voters:?} learners {learners:?}",
+                m.current_term, m.state, m.current_leader
+            );
+            let fatal = m.running_state.as_ref().err().map(|e| e.to_string());
+            (sample, described, fatal)
+        };
+        if last.as_ref().is_none_or(|(_, d)| *d != described) {
+            shared.event(format!("node {index} raft: {described}"));
+            if last.as_ref().is_none_or(|(s, _)| *s != sample) {
+                shared.history.lock().raft_samples.push(sample.clone());
+            }
+            last = Some((sample, described));
+        }
+        if let (Some(fatal), false) = (fatal, stopped) {
+            shared.event(format!("node {index} raft stopped: {fatal}"));
+            stopped = true;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A standalone node: open (recover) the log, retrying while the disk fails, then serve.
+async fn run_standalone(
     index: usize,
     addr: SocketAddr,
     config: NodeConfig,

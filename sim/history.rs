@@ -1,6 +1,7 @@
 //! What the workload saw: every produce and its outcome, every read, every consuming stream, the
-//! bit flips the fault schedule injected, and the final scan of the log. The checker is a pure
-//! function of this.
+//! bit flips the fault schedule injected, the final scan of the log and, in a cluster, what each
+//! node's Raft said about terms and leaders and each replica's log after the run. The checker is
+//! a pure function of this.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -83,13 +84,62 @@ pub struct FinalScan {
     pub timestamps_ms: BTreeMap<u64, i64>,
 }
 
+/// What one node's Raft reported (its metrics), each time its term, role or known leader changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSample {
+    /// The harness's index of the node.
+    pub node: usize,
+    /// Its Raft node id.
+    pub id: u64,
+    pub term: u64,
+    /// Its state was Leader.
+    pub leader: bool,
+    /// The leader it knows of in `term` (openraft reports one only once the vote is committed).
+    pub current_leader: Option<u64>,
+}
+
+/// One record as a replica stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Record {
+        id: Decoded,
+        /// FNV-1a of the value's bytes: replicas must agree byte for byte.
+        digest: u64,
+        term: u64,
+        timestamp_ms: i64,
+    },
+    /// The replica answered DATA_LOSS for it.
+    DataLoss,
+}
+
+/// One replica's whole log, read after the liveness phase (ConsumeBatch on that node).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaScan {
+    pub node: usize,
+    pub lowest_offset: u64,
+    /// One past its last committed offset, as it reported when the scan started.
+    pub committed: u64,
+    /// Offsets in `[lowest_offset, committed)` read back; a missing one could not be read.
+    pub entries: BTreeMap<u64, Stored>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct History {
+    /// Server nodes in the run (1: a standalone node; more: a Raft cluster).
+    pub nodes: usize,
+    /// Produces are at-least-once (a cluster client retries a write whose outcome it does not
+    /// know on the next leader): a value may then be stored more than once, but an acknowledged
+    /// value's extra copies can only precede its acknowledged offset.
+    pub at_least_once: bool,
     pub produces: Vec<Produce>,
     pub reads: Vec<Read>,
     pub sessions: Vec<StreamSession>,
     pub flips: Vec<Flip>,
     pub final_scan: Option<FinalScan>,
+    /// Every change of a node's (term, role, known leader), in a cluster.
+    pub raft_samples: Vec<RaftSample>,
+    /// Every replica's log after the liveness phase, in a cluster.
+    pub replicas: Vec<ReplicaScan>,
     /// Bounds the liveness phase missed, in words.
     pub liveness_failures: Vec<String>,
 }

@@ -16,7 +16,8 @@ struct Args {
     options: Options,
 }
 
-const USAGE: &str = "usage: simulation --seed S [--nodes N] [--bug drop-ack] [--trace]";
+const USAGE: &str =
+    "usage: simulation --seed S [--nodes N] [--bug drop-ack] [--bit-flips] [--trace]";
 
 fn parse_args() -> Result<Args, String> {
     let mut seed = None;
@@ -24,6 +25,7 @@ fn parse_args() -> Result<Args, String> {
         nodes: 1,
         bug: None,
         print_trace: false,
+        cluster_bit_flips: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -40,8 +42,8 @@ fn parse_args() -> Result<Args, String> {
                 options.nodes = value("--nodes")?
                     .parse()
                     .map_err(|e| format!("--nodes: {e}"))?;
-                if options.nodes != 1 {
-                    return Err("--nodes: only 1 node is supported until the cluster issue".into());
+                if !(1..=7).contains(&options.nodes) {
+                    return Err("--nodes: 1 (a standalone node) to 7 (a Raft cluster)".into());
                 }
             }
             "--bug" => match value("--bug")?.as_str() {
@@ -49,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
                 other => return Err(format!("--bug: unknown bug {other:?} (known: drop-ack)")),
             },
             "--trace" => options.print_trace = true,
+            "--bit-flips" => options.cluster_bit_flips = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -61,8 +64,13 @@ fn replay_command(seed: u64, options: &Options) -> String {
         Some(Bug::DropAck) => " --bug drop-ack",
         None => "",
     };
+    let flips = if options.cluster_bit_flips {
+        " --bit-flips"
+    } else {
+        ""
+    };
     format!(
-        "cargo sim-seed --seed {seed} --nodes {}{bug}",
+        "cargo sim-seed --seed {seed} --nodes {}{bug}{flips}",
         options.nodes
     )
 }
@@ -76,6 +84,19 @@ pub fn main() -> ExitCode {
         }
     };
     let (seed, options) = (args.seed, args.options);
+    // `LOGHOUSE_SIM_LOG=openraft=debug,loghouse=info` prints the nodes' own logs (stderr), in
+    // simulated-time order, for replaying a failure. Off by default (and not in the trace hash).
+    if let Ok(filter) = std::env::var("LOGHOUSE_SIM_LOG") {
+        let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+            eprintln!("simulation: LOGHOUSE_SIM_LOG: {e}");
+            std::process::exit(2)
+        });
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .without_time()
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let bug = options.bug.map_or("none", |_| "drop-ack");
     println!("seed={seed} nodes={} bug={bug}", options.nodes);
     let replay = replay_command(seed, &options);

@@ -1,27 +1,37 @@
 //! One simulated run: build the cluster, run the workload under the fault schedule (safety), heal
 //! and restart everything and check that every acknowledged record becomes readable within a
-//! bound (liveness), then hand the history to the checker.
+//! bound (liveness) and, in a cluster, that every replica converges to the same log; then hand
+//! the history to the checker.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loghouse::client::Client;
-use loghouse::config::NodeConfig;
+use loghouse::client::{Client, ClientError};
+use loghouse::config::{ClusterConfig, NodeConfig};
 use loghouse::io::{Disk, SimDisk};
+use loghouse::proto;
 use madsim::rand::RngCore;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
 use crate::checker::{self, Violation};
-use crate::cluster::{Cluster, Shared};
+use crate::cluster::{self, Cluster, Shared};
 use crate::faults::{self, Direction, Fault, Intensity, Planned};
-use crate::history::{FinalScan, Flip, Phase, ReadOutcome};
+use crate::history::{FinalScan, Flip, Phase, ReadOutcome, ReplicaScan, Stored};
 use crate::rng::Rng;
 use crate::value;
 use crate::workload::{self, Ctx, Producer};
 
 /// Every acknowledged record must be readable this long after the faults stop.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+/// A cluster must have formed (one leader, every node a member, `voters_target` voters) this
+/// long after it starts, before any fault.
+const FORMATION_BOUND: Duration = Duration::from_secs(30);
+/// In a cluster, every replica must report the same committed offset, and be read whole, this
+/// long after the liveness checks.
+const CONVERGENCE_BOUND: Duration = Duration::from_secs(30);
 /// Values each liveness producer gets acknowledged.
 const LIVENESS_VALUES_PER_PRODUCER: usize = 4;
 /// Producer ids of the liveness phase start here (safety producers count from 0).
@@ -30,11 +40,14 @@ const RECORD_BYTES_MAX: u32 = 1024;
 /// Bytes of one index entry (see the storage engine's index format).
 const INDEX_ENTRY_BYTES: u64 = 16;
 const SCAN_BATCH_RECORDS: u32 = 256;
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const POLL_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
     /// After the liveness produces, cut the last byte off the newest segment's store file (as a
-    /// storage bug that loses an acknowledged record would): the checker must catch it.
+    /// storage bug that loses an acknowledged record would): the checker must catch it. In a
+    /// cluster this is done on every node (losing it on a minority is what replication repairs).
     DropAck,
 }
 
@@ -43,6 +56,9 @@ pub struct Options {
     pub nodes: usize,
     pub bug: Option<Bug>,
     pub print_trace: bool,
+    /// Draw bit flips in a cluster too (off by default: a replica with a corrupt record in its
+    /// data log cannot restart, see sim/README.md).
+    pub cluster_bit_flips: bool,
 }
 
 /// What a run found.
@@ -54,9 +70,13 @@ pub struct Outcome {
     pub summary: String,
 }
 
+/// Raft timing of a cluster run (heartbeat, election timeout min and max, ms).
+const TIMINGS: [(u64, u64, u64); 2] = [(100, 500, 1_000), (50, 300, 600)];
+
 /// The shape of a run, drawn from the seed.
 #[derive(Debug, Clone)]
 struct Params {
+    nodes: usize,
     segment_bytes_max: u64,
     index_entries: u64,
     producers: u32,
@@ -64,11 +84,15 @@ struct Params {
     followers: u32,
     safety_ms: u64,
     intensity: Intensity,
+    /// Cluster only: voters the controller aims for, and the Raft timing.
+    voters_target: usize,
+    timing: (u64, u64, u64),
 }
 
 impl Params {
-    fn draw(rng: &mut Rng) -> Params {
-        Params {
+    fn draw(rng: &mut Rng, nodes: usize, cluster_bit_flips: bool) -> Params {
+        let mut params = Params {
+            nodes,
             segment_bytes_max: [1_100, 2_048, 4_096][rng.below(3) as usize],
             index_entries: [4, 16, 64][rng.below(3) as usize],
             producers: rng.between(1, 4) as u32,
@@ -78,12 +102,38 @@ impl Params {
             intensity: Intensity {
                 mean_gap_ms: rng.between(200, 1_000),
                 bit_flips: rng.percent(50),
+                disk_nodes: vec![0],
             },
+            voters_target: 1,
+            timing: TIMINGS[0],
+        };
+        if nodes > 1 {
+            // Bit flips only when asked for (see `Options::cluster_bit_flips`).
+            params.intensity.bit_flips &= cluster_bit_flips;
+            // Faults further apart than on one node: a fault costs a cluster an election, a
+            // gossip round or a catch-up, and the workload needs time between them.
+            params.intensity.mean_gap_ms = rng.between(300, 1_500);
+            // A minority takes the disk faults; five nodes sometimes keep two as learners.
+            let mut order: Vec<usize> = (0..nodes).collect();
+            for i in 0..nodes {
+                let j = i + rng.below((nodes - i) as u64) as usize;
+                order.swap(i, j);
+            }
+            let mut disk_nodes = order[..(nodes - 1) / 2].to_vec();
+            disk_nodes.sort_unstable();
+            params.intensity.disk_nodes = disk_nodes;
+            params.voters_target = if nodes >= 5 && rng.percent(30) {
+                3
+            } else {
+                nodes.min(7)
+            };
+            params.timing = TIMINGS[rng.below(TIMINGS.len() as u64) as usize];
         }
+        params
     }
 
     fn node_config(&self, index: usize) -> NodeConfig {
-        NodeConfig {
+        let mut config = NodeConfig {
             node_id: format!("node-{index}"),
             data_dir: PathBuf::from("/data"),
             sync: "always".into(),
@@ -91,41 +141,94 @@ impl Params {
             index_bytes_max: self.index_entries * INDEX_ENTRY_BYTES,
             record_bytes_max: RECORD_BYTES_MAX,
             ..NodeConfig::default()
+        };
+        if self.nodes > 1 {
+            let (heartbeat_ms, election_timeout_min_ms, election_timeout_max_ms) = self.timing;
+            config.node_id = (index + 1).to_string();
+            config.listen = cluster::rpc_addr(index);
+            config.cluster = Some(ClusterConfig {
+                gossip_listen: cluster::gossip_addr(index),
+                join: (0..self.nodes)
+                    .filter(|i| *i != index)
+                    .map(cluster::gossip_addr)
+                    .collect::<Vec<SocketAddr>>(),
+                bootstrap: index == 0,
+                voters_target: self.voters_target,
+                // Gossip sees a crashed node down after ~5-9 s (4 s suspicion): a voter down
+                // ~10 s or more is demoted, a learner down ~25 s or more removed.
+                down_grace_ms: 5_000,
+                remove_after_ms: 20_000,
+                heartbeat_ms,
+                election_timeout_min_ms,
+                election_timeout_max_ms,
+                ..ClusterConfig::default()
+            });
         }
+        config
     }
 }
 
 pub async fn run(options: Options) -> Outcome {
     let started = Instant::now();
     let mut rng = Rng::new(madsim::rand::thread_rng().next_u64());
-    let params = Params::draw(&mut rng);
+    let nodes = options.nodes;
+    let params = Params::draw(&mut rng, nodes, options.cluster_bit_flips);
     println!(
-        "params: segment_bytes_max={} index_entries={} producers={} readers={} followers={} safety_ms={} mean_fault_gap_ms={} bit_flips={}",
+        "params: segment_bytes_max={} index_entries={} producers={} readers={} followers={} safety_ms={} mean_fault_gap_ms={} bit_flips={} disk_fault_nodes={:?}",
         params.segment_bytes_max, params.index_entries, params.producers, params.readers,
-        params.followers, params.safety_ms, params.intensity.mean_gap_ms, params.intensity.bit_flips
+        params.followers, params.safety_ms, params.intensity.mean_gap_ms, params.intensity.bit_flips,
+        params.intensity.disk_nodes,
     );
+    if nodes > 1 {
+        println!(
+            "cluster: nodes={nodes} voters_target={} heartbeat_ms={} election_timeout_ms={}..{}",
+            params.voters_target, params.timing.0, params.timing.1, params.timing.2
+        );
+    }
     let shared = Shared::new(options.print_trace);
-    let configs = (0..options.nodes).map(|i| params.node_config(i)).collect();
-    let disk_seeds = (0..options.nodes).map(|_| rng.next_u64()).collect();
+    {
+        let mut history = shared.history.lock();
+        history.nodes = nodes;
+        history.at_least_once = nodes > 1;
+    }
+    let configs = (0..nodes).map(|i| params.node_config(i)).collect();
+    let disk_seeds = (0..nodes).map(|_| rng.next_u64()).collect();
     let handle = madsim::runtime::Handle::current();
     let mut cluster = Cluster::build(&handle, configs, disk_seeds, shared.clone());
 
-    let schedule = faults::plan(&mut rng, params.safety_ms, options.nodes, &params.intensity);
+    let schedule = faults::plan(&mut rng, params.safety_ms, nodes, &params.intensity);
     println!("faults: {}", count_kinds(&schedule));
+    if nodes > 1 {
+        formation(&cluster, &params).await;
+    }
     safety_phase(&mut cluster, &params, schedule, &mut rng).await;
     liveness_phase(&mut cluster, &params, options.bug, &mut rng).await;
 
     let history = shared.history.lock().clone();
     let violations = checker::check(&history);
     let acked = history.acked().count();
+    let leaders: std::collections::BTreeSet<u64> = (history.raft_samples.iter())
+        .filter(|s| s.leader)
+        .map(|s| s.term)
+        .collect();
+    // Values stored more than once (at-least-once retries in a cluster).
+    let mut copies = std::collections::BTreeMap::<value::ValueId, u32>::new();
+    for outcome in (history.final_scan.iter()).flat_map(|s| s.entries.values()) {
+        if let ReadOutcome::Value(Ok(id)) = outcome {
+            *copies.entry(*id).or_default() += 1;
+        }
+    }
+    let duplicated = copies.values().filter(|n| **n > 1).count();
     let summary = format!(
-        "produced={} acked={} reads={} streams={} flips={} log_end={}",
+        "produced={} acked={} reads={} streams={} flips={} log_end={} duplicated={duplicated} led_terms={} replicas={}",
         history.produces.len(),
         acked,
         history.reads.len(),
         history.sessions.len(),
         history.flips.len(),
         history.final_scan.as_ref().map_or(0, |s| s.next_offset),
+        leaders.len(),
+        history.replicas.len(),
     );
     Outcome {
         violations,
@@ -145,11 +248,49 @@ fn count_kinds(schedule: &[Planned]) -> String {
     format!("{} planned ({})", schedule.len(), parts.join(" "))
 }
 
-fn ctx(cluster: &Cluster, node: usize, stop: watch::Receiver<bool>) -> Ctx {
+/// Waits until the cluster has formed: a leader whose membership holds every node, with
+/// `voters_target` voters (node 0 bootstraps alone; the leader's controller adds the others as
+/// learners as gossip finds them, then promotes them). Not forming in time is a liveness failure.
+async fn formation(cluster: &Cluster, params: &Params) {
+    let started = Instant::now();
+    loop {
+        let formed = cluster.leader().and_then(|leader| {
+            let metrics = cluster.shared.metrics.lock().get(&leader)?.borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let voters = membership.voter_ids().count();
+            let members = membership.nodes().count();
+            (voters == params.voters_target && members == params.nodes).then_some(leader)
+        });
+        if let Some(leader) = formed {
+            cluster.shared.event(format!(
+                "cluster formed: node {leader} leads {} voters of {} members",
+                params.voters_target, params.nodes
+            ));
+            return;
+        }
+        if started.elapsed() >= FORMATION_BOUND {
+            let failure = format!(
+                "the cluster did not form ({} voters of {} members) within {FORMATION_BOUND:?}",
+                params.voters_target, params.nodes
+            );
+            cluster.shared.event(&failure);
+            cluster
+                .shared
+                .history
+                .lock()
+                .liveness_failures
+                .push(failure);
+            return;
+        }
+        tokio::time::sleep(POLL_DELAY).await;
+    }
+}
+
+fn ctx(cluster: &Cluster, stop: watch::Receiver<bool>) -> Ctx {
     Ctx {
         shared: cluster.shared.clone(),
-        node,
-        addr: cluster.addr(node).to_string(),
+        addrs: cluster.addrs(),
+        cluster: cluster.nodes.len() > 1,
         stop,
         pad_max: (RECORD_BYTES_MAX as usize - value::encoded_len(0)) as u16,
     }
@@ -165,26 +306,29 @@ async fn safety_phase(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for p in 0..params.producers {
-        let producer = Producer::new(ctx(cluster, 0, stop_rx.clone()), p, rng.fork());
+        let producer = Producer::new(ctx(cluster, stop_rx.clone()), p, rng.fork());
         tasks.push(cluster.client.spawn(producer.run()));
     }
     for _ in 0..params.readers {
-        tasks.push(cluster.client.spawn(workload::reader(
-            ctx(cluster, 0, stop_rx.clone()),
-            rng.fork(),
-        )));
+        tasks.push(
+            cluster
+                .client
+                .spawn(workload::reader(ctx(cluster, stop_rx.clone()), rng.fork())),
+        );
     }
     for f in 0..params.followers {
         tasks.push(cluster.client.spawn(workload::follower(
-            ctx(cluster, 0, stop_rx.clone()),
+            ctx(cluster, stop_rx.clone()),
             f,
             0,
+            rng.fork(),
         )));
     }
     let started = Instant::now();
-    for (at_ms, action) in timeline(schedule) {
+    let mut resolved = BTreeMap::new();
+    for (at_ms, fault, action) in timeline(schedule, cluster.nodes.len()) {
         tokio::time::sleep_until(started + Duration::from_millis(at_ms)).await;
-        apply(cluster, action);
+        apply(cluster, fault, action, &mut resolved);
     }
     tokio::time::sleep_until(started + Duration::from_millis(params.safety_ms)).await;
     cluster.shared.event("safety phase ends: healing");
@@ -203,30 +347,63 @@ enum Action {
     End(Fault),
 }
 
-/// Turns the schedule into a list of (time, action), sorted by time (ties keep plan order).
-fn timeline(schedule: Vec<Planned>) -> Vec<(u64, Action)> {
+/// What a fault that picks its target when it starts picked (to undo exactly that at its end).
+enum Resolved {
+    Node(usize),
+    Links(Vec<(usize, usize)>),
+}
+
+/// Turns the schedule into a list of (time, which planned fault, action), sorted by time (ties
+/// keep plan order). A rolling restart becomes one crash per node.
+fn timeline(schedule: Vec<Planned>, nodes: usize) -> Vec<(u64, usize, Action)> {
     let mut out = Vec::new();
-    for planned in schedule {
+    for (index, planned) in schedule.into_iter().enumerate() {
         let window_ms = match planned.fault {
-            Fault::Crash { down_ms, .. } => Some(down_ms),
+            Fault::Crash { down_ms, .. } | Fault::LeaderCrash { down_ms, .. } => Some(down_ms),
             Fault::Pause { ms, .. }
             | Fault::PacketLoss { ms, .. }
             | Fault::LatencySpike { ms, .. }
             | Fault::Clog { ms, .. }
             | Fault::ClogLink { ms, .. }
+            | Fault::Partition { ms, .. }
+            | Fault::LeaderIsolation { ms }
+            | Fault::OneWay { ms, .. }
             | Fault::IoErrors { ms, .. } => Some(ms),
             Fault::ClockSkew { .. } | Fault::BitFlip { .. } => None,
+            Fault::RollingRestart { down_ms, gap_ms } => {
+                let mut at_ms = planned.at_ms;
+                for node in 0..nodes {
+                    let crash = Fault::Crash {
+                        node,
+                        torn: false,
+                        down_ms,
+                    };
+                    out.push((at_ms, index, Action::Start(crash.clone())));
+                    out.push((at_ms + down_ms, index, Action::End(crash)));
+                    at_ms += down_ms + gap_ms;
+                }
+                continue;
+            }
         };
         if let Some(ms) = window_ms {
-            out.push((planned.at_ms + ms, Action::End(planned.fault.clone())));
+            out.push((
+                planned.at_ms + ms,
+                index,
+                Action::End(planned.fault.clone()),
+            ));
         }
-        out.push((planned.at_ms, Action::Start(planned.fault)));
+        out.push((planned.at_ms, index, Action::Start(planned.fault)));
     }
-    out.sort_by_key(|(at, _)| *at);
+    out.sort_by_key(|(at, _, _)| *at);
     out
 }
 
-fn apply(cluster: &mut Cluster, action: Action) {
+fn apply(
+    cluster: &mut Cluster,
+    index: usize,
+    action: Action,
+    resolved: &mut BTreeMap<usize, Resolved>,
+) {
     cluster.shared.event(format!("fault {action:?}"));
     let net = cluster.net();
     let client = cluster.client.id();
@@ -235,6 +412,19 @@ fn apply(cluster: &mut Cluster, action: Action) {
             cluster.power_off(node, torn);
         }
         Action::End(Fault::Crash { node, .. }) => cluster.power_on(node),
+        Action::Start(Fault::LeaderCrash { torn, .. }) => match cluster.leader() {
+            Some(leader) => {
+                cluster.shared.event(format!("the leader is node {leader}"));
+                cluster.power_off(leader, torn);
+                resolved.insert(index, Resolved::Node(leader));
+            }
+            None => cluster.shared.event("no node leads: nothing to crash"),
+        },
+        Action::End(Fault::LeaderCrash { .. }) => {
+            if let Some(Resolved::Node(node)) = resolved.remove(&index) {
+                cluster.power_on(node);
+            }
+        }
         Action::Start(Fault::Pause { node, .. }) => cluster.pause(node),
         Action::End(Fault::Pause { node, .. }) => cluster.resume(node),
         Action::Start(Fault::PacketLoss { percent, .. }) => {
@@ -271,6 +461,27 @@ fn apply(cluster: &mut Cluster, action: Action) {
             net.unclog_link(client, id);
             net.unclog_link(id, client);
         }
+        Action::Start(Fault::Partition { side, .. }) => {
+            let links = cluster.partition(&side);
+            resolved.insert(index, Resolved::Links(links));
+        }
+        Action::Start(Fault::LeaderIsolation { .. }) => match cluster.leader() {
+            Some(leader) => {
+                cluster.shared.event(format!("the leader is node {leader}"));
+                let links = cluster.partition(&[leader]);
+                resolved.insert(index, Resolved::Links(links));
+            }
+            None => cluster.shared.event("no node leads: nothing to isolate"),
+        },
+        Action::End(Fault::Partition { .. }) | Action::End(Fault::LeaderIsolation { .. }) => {
+            if let Some(Resolved::Links(links)) = resolved.remove(&index) {
+                for (from, to) in links {
+                    cluster.unclog_link(from, to);
+                }
+            }
+        }
+        Action::Start(Fault::OneWay { from, to, .. }) => cluster.clog_link(from, to),
+        Action::End(Fault::OneWay { from, to, .. }) => cluster.unclog_link(from, to),
         Action::Start(Fault::ClockSkew { node, skew_ms }) => {
             cluster.nodes[node].clock.set_skew_ms(skew_ms)
         }
@@ -285,7 +496,10 @@ fn apply(cluster: &mut Cluster, action: Action) {
             bit,
             index_file,
         }) => flip_bit(cluster, node, pick, position, bit, index_file),
-        Action::End(Fault::ClockSkew { .. }) | Action::End(Fault::BitFlip { .. }) => {}
+        Action::End(Fault::ClockSkew { .. })
+        | Action::End(Fault::BitFlip { .. })
+        | Action::Start(Fault::RollingRestart { .. })
+        | Action::End(Fault::RollingRestart { .. }) => {}
     }
 }
 
@@ -424,7 +638,7 @@ async fn liveness_phase(cluster: &mut Cluster, params: &Params, bug: Option<Bug>
     let mut tasks = Vec::new();
     for p in 0..params.producers {
         let producer = Producer::new(
-            ctx(cluster, 0, stop_rx.clone()),
+            ctx(cluster, stop_rx.clone()),
             LIVENESS_PRODUCER_BASE + p,
             rng.fork(),
         );
@@ -437,16 +651,31 @@ async fn liveness_phase(cluster: &mut Cluster, params: &Params, bug: Option<Bug>
         }
     }
     if bug == Some(Bug::DropAck) {
-        drop_last_record(cluster);
+        // A standalone node's own loss; in a cluster, every replica's (a minority's loss is
+        // repaired by replication, as it should be).
+        let nodes: Vec<usize> = (0..cluster.nodes.len()).collect();
+        drop_last_record(cluster, &nodes);
     }
+    let scan_node = rng.below(cluster.nodes.len() as u64) as usize;
     let check = cluster.client.spawn(check_readable(
-        ctx(cluster, 0, stop_rx.clone()),
+        ctx(cluster, stop_rx.clone()),
+        scan_node,
         params.followers,
         deadline,
     ));
     match check.await {
         Ok(found) => failures.extend(found),
         Err(error) => failures.push(format!("the liveness check task failed: {error}")),
+    }
+    if cluster.nodes.len() > 1 {
+        let converge = cluster.client.spawn(converge(
+            ctx(cluster, stop_rx.clone()),
+            Instant::now() + CONVERGENCE_BOUND,
+        ));
+        match converge.await {
+            Ok(found) => failures.extend(found),
+            Err(error) => failures.push(format!("the convergence task failed: {error}")),
+        }
     }
     for (node, error) in cluster.shared.open_errors.lock().iter() {
         failures.push(format!("node {node} does not open its log: {error}"));
@@ -458,15 +687,14 @@ async fn liveness_phase(cluster: &mut Cluster, params: &Params, bug: Option<Bug>
 /// Gets `LIVENESS_VALUES_PER_PRODUCER` values acknowledged before `deadline`, retrying.
 async fn liveness_produce(mut producer: Producer, deadline: Instant) -> Result<(), String> {
     let id = producer.id;
-    let client = connect_by(&producer.ctx.addr, deadline).await?;
     let mut acked = 0;
     while acked < LIVENESS_VALUES_PER_PRODUCER {
         if Instant::now() >= deadline {
             return Err(format!("producer {id} got {acked} of {LIVENESS_VALUES_PER_PRODUCER} values acknowledged within {LIVENESS_BOUND:?} of the faults stopping"));
         }
-        match producer.produce_one(&client, Phase::Liveness).await {
+        match producer.produce_one(Phase::Liveness).await {
             Ok(_) => acked += 1,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => tokio::time::sleep(POLL_DELAY).await,
         }
     }
     Ok(())
@@ -481,130 +709,267 @@ async fn connect_by(addr: &str, deadline: Instant) -> Result<Client, String> {
                     "cannot connect to {addr} within the liveness bound"
                 ))
             }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => tokio::time::sleep(POLL_DELAY).await,
         }
     }
 }
 
-/// The `--bug drop-ack` injection: power off node 0, cut the last byte off its newest non-empty
-/// store file (durably), power it on. The last acknowledged record is then torn and dropped.
-fn drop_last_record(cluster: &mut Cluster) {
-    cluster.power_off(0, false);
-    let node = &cluster.nodes[0];
-    let cut = segments(&node.disk, &node.log_dir())
-        .iter()
-        .rev()
-        .filter_map(|s| s.store.clone())
-        .find_map(|path| {
-            let file = node.disk.open(&path, false).ok()?;
-            let len = file.len().ok().filter(|len| *len > 0)?;
-            file.set_len(len - 1).and_then(|()| file.sync_data()).ok()?;
-            Some((path, len))
-        });
-    match cut {
-        Some((path, len)) => cluster.shared.event(format!(
-            "BUG drop-ack: cut {} from {len} to {} bytes",
-            path.display(),
-            len - 1
-        )),
-        None => cluster
-            .shared
-            .event("BUG drop-ack: found no store file to cut"),
+/// The `--bug drop-ack` injection: power off `nodes`, cut the last byte off each one's newest
+/// non-empty store file (durably), power them on. The last acknowledged record is then torn and
+/// dropped.
+fn drop_last_record(cluster: &mut Cluster, nodes: &[usize]) {
+    for node in nodes {
+        cluster.power_off(*node, false);
     }
-    cluster.power_on(0);
+    for node in nodes {
+        let sim_node = &cluster.nodes[*node];
+        let cut = segments(&sim_node.disk, &sim_node.log_dir())
+            .iter()
+            .rev()
+            .filter_map(|s| s.store.clone())
+            .find_map(|path| {
+                let file = sim_node.disk.open(&path, false).ok()?;
+                let len = file.len().ok().filter(|len| *len > 0)?;
+                file.set_len(len - 1).and_then(|()| file.sync_data()).ok()?;
+                Some((path, len))
+            });
+        match cut {
+            Some((path, len)) => cluster.shared.event(format!(
+                "BUG drop-ack: node {node}: cut {} from {len} to {} bytes",
+                path.display(),
+                len - 1
+            )),
+            None => cluster.shared.event(format!(
+                "BUG drop-ack: node {node}: found no store file to cut"
+            )),
+        }
+    }
+    for node in nodes {
+        cluster.power_on(*node);
+    }
 }
 
-/// The liveness checks after the liveness produces: a stream from 0 reaches the log's end, and a
-/// scan reads every offset, both before `deadline`. Returns the bounds missed.
-async fn check_readable(ctx: Ctx, followers: u32, deadline: Instant) -> Vec<String> {
+/// The liveness checks after the liveness produces, on `node`: its committed offset reaches the
+/// last acknowledged one, a stream from 0 reaches the log's end, and a scan reads every offset,
+/// all before `deadline`. Returns the bounds missed.
+async fn check_readable(ctx: Ctx, node: usize, followers: u32, deadline: Instant) -> Vec<String> {
     let mut failures = Vec::new();
-    let client = match connect_by(&ctx.addr, deadline).await {
+    let client = match connect_by(&ctx.addrs[node], deadline).await {
         Ok(client) => client,
         Err(failure) => return vec![failure],
     };
-    let (lowest, end) = match log_bounds(&client, deadline).await {
+    let acked_end = ctx.shared.history.lock().acked_end();
+    let (lowest, end) = match log_bounds(&client, acked_end, deadline).await {
         Ok(bounds) => bounds,
-        Err(failure) => return vec![failure],
+        // Still scan what it has, so the checker can name what is missing.
+        Err((failure, Some(bounds))) => {
+            failures.push(format!("node {node}: {failure}"));
+            bounds
+        }
+        Err((failure, None)) => return vec![format!("node {node}: {failure}")],
     };
+    // The scan gets a bound of its own when the committed offset took the whole one.
+    let deadline = deadline.max(Instant::now() + Duration::from_secs(5));
     ctx.shared
-        .event(format!("liveness: the log holds [{lowest}, {end})"));
-    if let Err(failure) = workload::follow_to(&ctx, &client, followers, end, deadline).await {
+        .event(format!("liveness: node {node} holds [{lowest}, {end})"));
+    if let Err(failure) = workload::follow_to(&ctx, &client, node, followers, end, deadline).await {
         failures.push(failure);
     }
-    let scan = final_scan(&ctx, &client, lowest, end, deadline).await;
-    if let Some(stopped_at) = scan.1 {
+    let (entries, stopped_at) = scan(&ctx, &client, node, lowest, end, deadline).await;
+    if let Some(stopped_at) = stopped_at {
         failures.push(format!(
-            "the final scan read only up to offset {stopped_at} of {end} within {LIVENESS_BOUND:?}"
+            "the final scan of node {node} read only up to offset {stopped_at} of {end} within {LIVENESS_BOUND:?}"
         ));
     }
-    ctx.shared.history.lock().final_scan = Some(scan.0);
-    failures
-}
-
-async fn log_bounds(client: &Client, deadline: Instant) -> Result<(u64, u64), String> {
-    loop {
-        match timeout(Duration::from_secs(2), client.info()).await {
-            Ok(Ok(info)) => return Ok((info.lowest_offset, info.next_offset)),
-            _ if Instant::now() >= deadline => {
-                return Err("GetLogInfo did not answer within the liveness bound".into())
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Reads every offset in [lowest, end) with ConsumeBatch (falling back to Consume one by one
-/// around DATA_LOSS). Returns the scan and, when the deadline passed first, where it stopped.
-async fn final_scan(
-    ctx: &Ctx,
-    client: &Client,
-    lowest: u64,
-    end: u64,
-    deadline: Instant,
-) -> (FinalScan, Option<u64>) {
-    let mut scan = FinalScan {
-        node: ctx.node,
+    let mut final_scan = FinalScan {
+        node,
         lowest_offset: lowest,
         next_offset: end,
         ..FinalScan::default()
     };
+    for (offset, item) in entries {
+        let outcome = match item {
+            Scanned::Record(record) => {
+                final_scan.timestamps_ms.insert(offset, record.timestamp_ms);
+                ReadOutcome::Value(value::decode(&record.value))
+            }
+            Scanned::DataLoss => ReadOutcome::DataLoss,
+        };
+        final_scan.entries.insert(offset, outcome);
+    }
+    ctx.shared.history.lock().final_scan = Some(final_scan);
+    failures
+}
+
+/// The node's log bounds (its committed offset as the end), once the end reaches `at_least`
+/// (a follower learns the commit point a heartbeat after the leader).
+/// The bounds it had, when the end never reached `at_least`.
+type BoundsMissed = (String, Option<(u64, u64)>);
+
+async fn log_bounds(
+    client: &Client,
+    at_least: u64,
+    deadline: Instant,
+) -> Result<(u64, u64), BoundsMissed> {
+    let mut last = None;
+    loop {
+        match timeout(CALL_TIMEOUT, client.info()).await {
+            Ok(Ok(info)) if info.next_offset >= at_least => {
+                return Ok((info.lowest_offset, info.next_offset))
+            }
+            Ok(Ok(info)) => last = Some((info.lowest_offset, info.next_offset)),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            let failure = match last {
+                Some((_, end)) => format!("its committed offset stayed at {end}, below the last acknowledged {at_least}, within the liveness bound"),
+                None => "GetLogInfo did not answer within the liveness bound".into(),
+            };
+            return Err((failure, last));
+        }
+        tokio::time::sleep(POLL_DELAY).await;
+    }
+}
+
+/// What a scan read at one offset.
+enum Scanned {
+    Record(proto::Record),
+    DataLoss,
+}
+
+fn is_data_loss(error: &ClientError) -> bool {
+    matches!(error, ClientError::Status(status) if status.code() == tonic::Code::DataLoss)
+}
+
+/// Reads every offset in [lowest, end) of `node` with ConsumeBatch (falling back to Consume one
+/// by one around DATA_LOSS). Returns what it read and, when the deadline passed first, where it
+/// stopped.
+async fn scan(
+    ctx: &Ctx,
+    client: &Client,
+    node: usize,
+    lowest: u64,
+    end: u64,
+    deadline: Instant,
+) -> (BTreeMap<u64, Scanned>, Option<u64>) {
+    let mut entries = BTreeMap::new();
     let mut offset = lowest;
     while offset < end {
         if Instant::now() >= deadline {
-            return (scan, Some(offset));
+            return (entries, Some(offset));
         }
         match timeout(
-            Duration::from_secs(2),
+            CALL_TIMEOUT,
             client.consume_batch(offset, SCAN_BATCH_RECORDS),
         )
         .await
         {
             Ok(Ok(response)) if !response.records.is_empty() => {
+                let from = offset;
                 for record in response.records {
+                    if record.offset >= end {
+                        break;
+                    }
                     offset = record.offset + 1;
-                    scan.timestamps_ms
-                        .insert(record.offset, record.timestamp_ms);
-                    scan.entries.insert(
-                        record.offset,
-                        ReadOutcome::Value(value::decode(&record.value)),
-                    );
+                    entries.insert(record.offset, Scanned::Record(record));
+                }
+                if offset <= from {
+                    // Nothing new (a misbehaving server): let simulated time pass.
+                    tokio::time::sleep(POLL_DELAY).await;
                 }
             }
-            Ok(Err(loghouse::client::ClientError::Status(status)))
-                if status.code() == tonic::Code::DataLoss =>
-            {
-                match workload::read_one(ctx, client, offset).await {
-                    outcome @ (ReadOutcome::DataLoss | ReadOutcome::Value(_)) => {
-                        scan.entries.insert(offset, outcome);
+            Ok(Err(error)) if is_data_loss(&error) => {
+                match timeout(CALL_TIMEOUT, client.consume(offset)).await {
+                    Ok(Ok(record)) if record.offset == offset => {
+                        entries.insert(offset, Scanned::Record(record));
                         offset += 1;
                     }
-                    ReadOutcome::Error(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Ok(Err(error)) if is_data_loss(&error) => {
+                        ctx.shared
+                            .event(format!("scan of node {node}: DATA_LOSS at {offset}"));
+                        entries.insert(offset, Scanned::DataLoss);
+                        offset += 1;
+                    }
+                    _ => tokio::time::sleep(POLL_DELAY).await,
                 }
             }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => tokio::time::sleep(POLL_DELAY).await,
         }
     }
-    ctx.shared
-        .event(format!("final scan: {} entries", scan.entries.len()));
-    (scan, None)
+    ctx.shared.event(format!(
+        "scan of node {node}: {} entries in [{lowest}, {end})",
+        entries.len()
+    ));
+    (entries, None)
+}
+
+/// In a cluster, after the liveness checks: waits until every node reports the same committed
+/// offset (at least the last acknowledged one), then reads every node's whole log into the
+/// history's replica scans. Returns the bounds missed.
+async fn converge(ctx: Ctx, deadline: Instant) -> Vec<String> {
+    let nodes = ctx.nodes();
+    let mut clients = workload::Clients::default();
+    let acked_end = ctx.shared.history.lock().acked_end();
+    let mut failures = Vec::new();
+    let mut reported: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+    loop {
+        for node in 0..nodes {
+            if let Some(client) = clients.get(&ctx, node).await {
+                if let Ok(Ok(info)) = timeout(CALL_TIMEOUT, client.info()).await {
+                    reported.insert(node, (info.lowest_offset, info.next_offset));
+                }
+            }
+        }
+        let ends: std::collections::BTreeSet<u64> = reported.values().map(|(_, e)| *e).collect();
+        let agreed = reported.len() == nodes && ends.len() == 1;
+        if agreed && ends.first().is_some_and(|end| *end >= acked_end) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let each: Vec<String> = (reported.iter())
+                .map(|(node, (_, end))| format!("node {node}: {end}"))
+                .collect();
+            failures.push(format!(
+                "the replicas did not converge within {CONVERGENCE_BOUND:?}: committed offsets {} (of {nodes} nodes; last acknowledged {acked_end})",
+                each.join(", ")
+            ));
+            break;
+        }
+        tokio::time::sleep(POLL_DELAY).await;
+    }
+    ctx.shared.event(format!("converged: {reported:?}"));
+    let scan_deadline = Instant::now() + CONVERGENCE_BOUND;
+    for (node, (lowest, committed)) in reported {
+        let Some(client) = clients.get(&ctx, node).await else {
+            continue;
+        };
+        let (entries, stopped_at) =
+            scan(&ctx, &client, node, lowest, committed, scan_deadline).await;
+        if let Some(stopped_at) = stopped_at {
+            failures.push(format!(
+                "the replica scan of node {node} read only up to offset {stopped_at} of {committed}"
+            ));
+        }
+        let entries = (entries.into_iter())
+            .map(|(offset, item)| {
+                let stored = match item {
+                    Scanned::Record(record) => Stored::Record {
+                        id: value::decode(&record.value),
+                        digest: value::fnv1a(&record.value),
+                        term: record.term,
+                        timestamp_ms: record.timestamp_ms,
+                    },
+                    Scanned::DataLoss => Stored::DataLoss,
+                };
+                (offset, stored)
+            })
+            .collect();
+        ctx.shared.history.lock().replicas.push(ReplicaScan {
+            node,
+            lowest_offset: lowest,
+            committed,
+            entries,
+        });
+    }
+    failures
 }

@@ -3,6 +3,7 @@
 //! every read into the history. Every call runs under a timeout: a node that is down, paused or
 //! cut off makes calls fail or time out, never hang the workload.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +34,11 @@ const DATA_LOSS_PROBE_MAX: u64 = 64;
 #[derive(Clone)]
 pub struct Ctx {
     pub shared: Arc<Shared>,
-    pub node: usize,
-    pub addr: String,
+    /// Every server node's gRPC address, by node index.
+    pub addrs: Vec<String>,
+    /// A Raft cluster (N > 1): writes follow the leader (`Client::connect_cluster`), reads and
+    /// streams go to any node.
+    pub cluster: bool,
     pub stop: watch::Receiver<bool>,
     /// Padding of a value is drawn from 0..=pad_max (values stay below record_bytes_max).
     pub pad_max: u16,
@@ -45,15 +49,56 @@ impl Ctx {
         *self.stop.borrow()
     }
 
-    /// Connects, retrying until it works or the workload stops.
-    async fn connect(&self) -> Option<Client> {
-        while !self.stopped() {
-            match timeout(CONNECT_TIMEOUT, Client::connect(&self.addr)).await {
-                Ok(Ok(client)) => return Some(client),
-                Ok(Err(_)) | Err(_) => tokio::time::sleep(RETRY_DELAY).await,
-            }
+    pub fn nodes(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// One attempt to connect to `node`.
+    pub async fn connect_once(&self, node: usize) -> Option<Client> {
+        match timeout(CONNECT_TIMEOUT, Client::connect(&self.addrs[node])).await {
+            Ok(Ok(client)) => Some(client),
+            Ok(Err(_)) | Err(_) => None,
         }
-        None
+    }
+
+    /// One attempt to connect a writer: to the standalone node, or to the cluster through a
+    /// random node (which tells the client who leads).
+    async fn connect_writer(&self, rng: &mut Rng) -> Result<Client, String> {
+        if !self.cluster {
+            return self
+                .connect_once(0)
+                .await
+                .ok_or_else(|| "connect failed".into());
+        }
+        let node = rng.below(self.nodes() as u64) as usize;
+        match timeout(UNARY_TIMEOUT, Client::connect_cluster(&self.addrs[node])).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => Err(format!("connect via node {node}: {}", status_text(&error))),
+            Err(_) => Err(format!("connect via node {node}: timeout")),
+        }
+    }
+
+    /// A node to read from: any node in a cluster.
+    fn pick_node(&self, rng: &mut Rng) -> usize {
+        rng.below(self.nodes() as u64) as usize
+    }
+}
+
+/// Lazily connected clients, one per node.
+#[derive(Default)]
+pub struct Clients {
+    by_node: BTreeMap<usize, Client>,
+}
+
+impl Clients {
+    /// The client of `node`, connecting (one attempt) when there is none yet.
+    pub async fn get(&mut self, ctx: &Ctx, node: usize) -> Option<Client> {
+        if let Some(client) = self.by_node.get(&node) {
+            return Some(client.clone());
+        }
+        let client = ctx.connect_once(node).await?;
+        self.by_node.insert(node, client.clone());
+        Some(client)
     }
 }
 
@@ -68,12 +113,33 @@ fn is_data_loss(error: &ClientError) -> bool {
     matches!(error, ClientError::Status(status) if status.code() == Code::DataLoss)
 }
 
+fn data_record(value: Bytes) -> proto::Record {
+    proto::Record {
+        value,
+        ..Default::default()
+    }
+}
+
+/// The leader's address a follower named in its UNAVAILABLE answer to a write.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    let value = status.metadata().get(loghouse::proto::LEADER_ADDR_KEY)?;
+    value.to_str().ok().map(str::to_owned)
+}
+
 /// A producer: values `ValueId { producer, seq }` for seq = 0, 1, ...
 pub struct Producer {
     pub ctx: Ctx,
     pub id: u32,
     pub rng: Rng,
     next_seq: u64,
+    /// The client for Produce and ProduceBatch. In a cluster its own calls follow the leader
+    /// (retrying on UNAVAILABLE: at-least-once); on a standalone node the producer makes one raw
+    /// call per write, so a failed write is appended at most once, as the engine promises.
+    client: Option<Client>,
+    /// In a cluster, ProduceStream goes to this node (the last leader a follower named, or a
+    /// random node), since the client's leader-following covers unary calls only.
+    stream_to: Option<(String, Client)>,
+    stream_hint: Option<String>,
 }
 
 impl Producer {
@@ -83,6 +149,48 @@ impl Producer {
             id,
             rng,
             next_seq: 0,
+            client: None,
+            stream_to: None,
+            stream_hint: None,
+        }
+    }
+
+    /// The writer client, connecting (one attempt) when there is none.
+    async fn writer(&mut self) -> Result<Client, String> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let client = self.ctx.connect_writer(&mut self.rng).await?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// After a call timed out in a cluster: the client's leader may be cut off or paused, and
+    /// the client only moves on after an error it gets back, so start over from a random node.
+    fn timed_out(&mut self) {
+        if self.ctx.cluster {
+            self.client = None;
+        }
+    }
+
+    /// The client ProduceStream uses: the writer's own connection on a standalone node.
+    async fn stream_client(&mut self) -> Result<Client, String> {
+        if !self.ctx.cluster {
+            return self.writer().await;
+        }
+        if let Some((_, client)) = &self.stream_to {
+            return Ok(client.clone());
+        }
+        let addr = match self.stream_hint.take() {
+            Some(addr) => addr,
+            None => self.ctx.addrs[self.ctx.pick_node(&mut self.rng)].clone(),
+        };
+        match timeout(CONNECT_TIMEOUT, Client::connect(&addr)).await {
+            Ok(Ok(client)) => {
+                self.stream_to = Some((addr, client.clone()));
+                Ok(client)
+            }
+            _ => Err(format!("connect to {addr} failed")),
         }
     }
 
@@ -131,14 +239,11 @@ impl Producer {
 
     /// The safety-phase loop: a random mix of the three produce calls until told to stop.
     pub async fn run(mut self) {
-        let Some(client) = self.ctx.connect().await else {
-            return;
-        };
         while !self.ctx.stopped() {
             let acked = match self.rng.below(10) {
-                0..=4 => self.produce_one(&client, Phase::Safety).await.is_ok(),
-                5..=7 => self.produce_batch(&client).await,
-                _ => self.produce_stream(&client).await,
+                0..=4 => self.produce_one(Phase::Safety).await.is_ok(),
+                5..=7 => self.produce_batch().await,
+                _ => self.produce_stream().await,
             };
             // Back off after a failure, so a node that is down does not get a storm of calls.
             let pause_ms = if acked {
@@ -150,14 +255,30 @@ impl Producer {
         }
     }
 
-    /// One Produce call; returns the offset when acknowledged.
-    pub async fn produce_one(&mut self, client: &Client, phase: Phase) -> Result<u64, String> {
+    /// One Produce call; returns the offset when acknowledged. (No value is drawn, and nothing
+    /// recorded, when there is no connection to send it on.)
+    pub async fn produce_one(&mut self, phase: Phase) -> Result<u64, String> {
+        let client = self.writer().await?;
         let values = self.next_values(1);
         let (id, bytes) = values[0].clone();
-        let result = match timeout(UNARY_TIMEOUT, client.produce(bytes)).await {
+        let call = async {
+            if self.ctx.cluster {
+                return client.produce(bytes).await;
+            }
+            let record = Some(data_record(bytes));
+            let response = client
+                .raw()
+                .produce(proto::ProduceRequest { record })
+                .await?;
+            Ok(response.into_inner().offset)
+        };
+        let result = match timeout(UNARY_TIMEOUT, call).await {
             Ok(Ok(offset)) => Ok(offset),
             Ok(Err(error)) => Err(status_text(&error)),
-            Err(_) => Err("timeout".to_owned()),
+            Err(_) => {
+                self.timed_out();
+                Err("timeout".to_owned())
+            }
         };
         let outcome = match &result {
             Ok(offset) => ProduceOutcome::Acked { offset: *offset },
@@ -170,14 +291,29 @@ impl Producer {
     }
 
     /// One ProduceBatch call; returns whether it was acknowledged.
-    async fn produce_batch(&mut self, client: &Client) -> bool {
+    async fn produce_batch(&mut self) -> bool {
+        let Ok(client) = self.writer().await else {
+            return false;
+        };
         let count = self.rng.between(1, VALUES_PER_CALL_MAX);
         let values = self.next_values(count);
-        let bytes = values.iter().map(|(_, b)| b.clone()).collect();
-        let result = match timeout(UNARY_TIMEOUT, client.produce_batch(bytes)).await {
+        let bytes: Vec<Bytes> = values.iter().map(|(_, b)| b.clone()).collect();
+        let call = async {
+            if self.ctx.cluster {
+                return client.produce_batch(bytes).await;
+            }
+            let records = bytes.into_iter().map(data_record).collect();
+            let request = proto::ProduceBatchRequest { records };
+            let response = client.raw().produce_batch(request).await?;
+            Ok(response.into_inner().first_offset)
+        };
+        let result = match timeout(UNARY_TIMEOUT, call).await {
             Ok(Ok(first)) => Ok(first),
             Ok(Err(error)) => Err(status_text(&error)),
-            Err(_) => Err("timeout".to_owned()),
+            Err(_) => {
+                self.timed_out();
+                Err("timeout".to_owned())
+            }
         };
         let acked = result.is_ok();
         self.record_all(Phase::Safety, &values, result);
@@ -186,7 +322,10 @@ impl Producer {
 
     /// Sends a few values on one ProduceStream; the i-th answer acknowledges the i-th value.
     /// Returns whether every value was acknowledged.
-    async fn produce_stream(&mut self, client: &Client) -> bool {
+    async fn produce_stream(&mut self) -> bool {
+        let Ok(client) = self.stream_client().await else {
+            return false;
+        };
         let count = self.rng.between(1, VALUES_PER_CALL_MAX);
         let values = self.next_values(count);
         let requests: Vec<proto::ProduceRequest> = (values.iter())
@@ -214,8 +353,18 @@ impl Producer {
         };
         let ending = match timeout(STREAM_PRODUCE_TIMEOUT, call).await {
             Ok(Ok(())) => "stream ended early".to_owned(),
-            Ok(Err(status)) => format!("{:?}", status.code()),
-            Err(_) => "timeout".to_owned(),
+            Ok(Err(status)) => {
+                if status.code() == Code::Unavailable {
+                    // A follower names the leader: stream there next time.
+                    self.stream_hint = leader_hint(&status);
+                    self.stream_to = None;
+                }
+                format!("{:?}", status.code())
+            }
+            Err(_) => {
+                self.stream_to = None;
+                "timeout".to_owned()
+            }
         };
         for (i, (id, _)) in values.iter().enumerate() {
             let outcome = match offsets.get(i) {
@@ -230,25 +379,29 @@ impl Producer {
     }
 }
 
-/// Unary Consume at random offsets around what has been acknowledged.
+/// Unary Consume at random offsets around what has been acknowledged, on random nodes.
 pub async fn reader(ctx: Ctx, mut rng: Rng) {
-    let Some(client) = ctx.connect().await else {
-        return;
-    };
+    let mut clients = Clients::default();
     while !ctx.stopped() {
+        let node = ctx.pick_node(&mut rng);
+        let Some(client) = clients.get(&ctx, node).await else {
+            tokio::time::sleep(RETRY_DELAY).await;
+            continue;
+        };
         let acked_end = ctx.shared.history.lock().acked_end();
         let offset = rng.below(acked_end + 2);
-        read_one(&ctx, &client, offset).await;
+        read_one(&ctx, &client, node, offset).await;
         tokio::time::sleep(Duration::from_millis(rng.below(50))).await;
     }
 }
 
-/// Consumes one offset and records what came back.
-pub async fn read_one(ctx: &Ctx, client: &Client, offset: u64) -> ReadOutcome {
+/// Consumes one offset on `node` and records what came back.
+pub async fn read_one(ctx: &Ctx, client: &Client, node: usize, offset: u64) -> ReadOutcome {
     let answer = timeout(UNARY_TIMEOUT, client.consume(offset)).await;
     if let Ok(Err(error)) = &answer {
         if is_data_loss(error) {
-            ctx.shared.event(format!("consume {offset}: {error}"));
+            ctx.shared
+                .event(format!("consume {offset} on node {node}: {error}"));
         }
     }
     let outcome = match answer {
@@ -261,9 +414,10 @@ pub async fn read_one(ctx: &Ctx, client: &Client, offset: u64) -> ReadOutcome {
         Ok(Err(error)) => ReadOutcome::Error(status_text(&error)),
         Err(_) => ReadOutcome::Error("timeout".into()),
     };
-    ctx.shared.event(format!("consume {offset}: {outcome:?}"));
+    ctx.shared
+        .event(format!("consume {offset} on node {node}: {outcome:?}"));
     ctx.shared.history.lock().reads.push(Read {
-        node: ctx.node,
+        node,
         offset,
         outcome: outcome.clone(),
     });
@@ -281,17 +435,20 @@ enum StreamEnd {
 }
 
 /// A consumer that follows the log with ConsumeStream from offset 0, reopening the stream from
-/// where it got to whenever it ends.
-pub async fn follower(ctx: Ctx, consumer: u32, start: u64) {
-    let Some(client) = ctx.connect().await else {
-        return;
-    };
+/// where it got to whenever it ends (on a random node each time, in a cluster).
+pub async fn follower(ctx: Ctx, consumer: u32, start: u64, mut rng: Rng) {
+    let mut clients = Clients::default();
     let mut next = start;
     while !ctx.stopped() {
-        let (reached, end) = follow_once(&ctx, &client, consumer, next, None).await;
+        let node = ctx.pick_node(&mut rng);
+        let Some(client) = clients.get(&ctx, node).await else {
+            tokio::time::sleep(RETRY_DELAY).await;
+            continue;
+        };
+        let (reached, end) = follow_once(&ctx, &client, node, consumer, next, None).await;
         next = reached;
         match end {
-            StreamEnd::DataLoss(at) => next = skip_data_loss(&ctx, &client, at).await,
+            StreamEnd::DataLoss(at) => next = skip_data_loss(&ctx, &client, node, at).await,
             StreamEnd::Other(_) => tokio::time::sleep(RETRY_DELAY).await,
             StreamEnd::Reached => {}
         }
@@ -303,6 +460,7 @@ pub async fn follower(ctx: Ctx, consumer: u32, start: u64) {
 async fn follow_once(
     ctx: &Ctx,
     client: &Client,
+    node: usize,
     consumer: u32,
     start: u64,
     until: Option<u64>,
@@ -327,7 +485,7 @@ async fn follow_once(
     };
     let mut session = StreamSession {
         consumer,
-        node: ctx.node,
+        node,
         start,
         delivered: Vec::new(),
         end: String::new(),
@@ -363,7 +521,7 @@ async fn follow_once(
     };
     let delivered = format!("{:?}", session.delivered);
     ctx.shared.event(format!(
-        "consumer {consumer} stream from {start}: {} records (digest {:016x}), ended: {}",
+        "consumer {consumer} stream from {start} on node {node}: {} records (digest {:016x}), ended: {}",
         session.delivered.len(),
         value::fnv1a(delivered.as_bytes()),
         session.end
@@ -374,9 +532,9 @@ async fn follow_once(
 
 /// A stream said DATA_LOSS somewhere from `from`: read one by one to find the damaged record(s)
 /// and return the offset after the first one found (or `from` when none is, to stream again).
-async fn skip_data_loss(ctx: &Ctx, client: &Client, from: u64) -> u64 {
+async fn skip_data_loss(ctx: &Ctx, client: &Client, node: usize, from: u64) -> u64 {
     for offset in from..from + DATA_LOSS_PROBE_MAX {
-        match read_one(ctx, client, offset).await {
+        match read_one(ctx, client, node, offset).await {
             ReadOutcome::DataLoss => return offset + 1,
             ReadOutcome::Value(_) => {}
             ReadOutcome::Error(_) => return offset,
@@ -385,10 +543,12 @@ async fn skip_data_loss(ctx: &Ctx, client: &Client, from: u64) -> u64 {
     from + DATA_LOSS_PROBE_MAX
 }
 
-/// The liveness follower: streams from 0 until `until`, reopening as needed, before `deadline`.
+/// The liveness follower: streams from 0 until `until` on `node`, reopening as needed, before
+/// `deadline`.
 pub async fn follow_to(
     ctx: &Ctx,
     client: &Client,
+    node: usize,
     consumer: u32,
     until: u64,
     deadline: tokio::time::Instant,
@@ -400,10 +560,10 @@ pub async fn follow_to(
                 "a stream from offset 0 reached only offset {next} of {until}"
             ));
         }
-        let (reached, end) = follow_once(ctx, client, consumer, next, Some(until)).await;
+        let (reached, end) = follow_once(ctx, client, node, consumer, next, Some(until)).await;
         next = reached;
         match end {
-            StreamEnd::DataLoss(at) => next = skip_data_loss(ctx, client, at).await,
+            StreamEnd::DataLoss(at) => next = skip_data_loss(ctx, client, node, at).await,
             StreamEnd::Other(_) => tokio::time::sleep(RETRY_DELAY).await,
             StreamEnd::Reached => {}
         }

@@ -488,6 +488,40 @@ fn remove_without_sync_dir_is_undone_by_a_crash() -> Result<()> {
     Ok(())
 }
 
+/// `sync_dir` makes durable exactly the name changes directly under that directory, however many
+/// there were since its last sync and whatever happened in other directories (it tracks the
+/// changed names rather than rescanning every name).
+#[test]
+fn sync_dir_makes_durable_only_its_own_directorys_name_changes() -> Result<()> {
+    let (disk, file) = sim_with_durable_file(1, b"f")?;
+    disk.create_dir_all(Path::new("/e/sub"))?;
+    disk.sync_dir(Path::new("/"))?;
+    disk.sync_dir(Path::new("/e"))?;
+    let (a, b, c) = (Path::new("/d/a"), Path::new("/d/b"), Path::new("/e/c"));
+    let deep = Path::new("/e/sub/x");
+    drop(file);
+    for path in [a, b, c, deep] {
+        create_with(&disk, path, b"x")?.sync_data()?;
+    }
+    disk.remove_file(a)?; // created and removed before any sync: never durable
+    disk.rename(b, Path::new("/d/b2"))?;
+    disk.remove_file(f())?;
+    disk.sync_dir(Path::new("/d"))?;
+    ensure!(
+        disk.files_durable() == [Path::new("/d/b2")],
+        "{:?}",
+        disk.files_durable()
+    );
+    disk.crash();
+    ensure!(disk.files() == [Path::new("/d/b2")], "{:?}", disk.files());
+    ensure!(read_path(&disk, Path::new("/d/b2"))? == b"x");
+    // After a crash nothing is pending: a sync changes nothing.
+    disk.sync_dir(Path::new("/e"))?;
+    disk.crash();
+    ensure!(disk.files() == [Path::new("/d/b2")]);
+    Ok(())
+}
+
 #[test]
 fn stale_handle_and_map_error_after_crash() -> Result<()> {
     let (disk, file) = sim_with_durable_file(1, b"abcd")?;

@@ -69,7 +69,9 @@ impl Model {
     fn next(&self) -> u64 {
         self.lowest + self.records.len() as u64
     }
-    /// A reopened log clamps new timestamps to its newest record's (truncated ones are gone).
+    /// A reopened log, or one whose tail was truncated, clamps new timestamps to its newest
+    /// record's (truncated ones are gone): the floor is a function of the records, so Raft
+    /// replicas that truncated different suffixes stamp the same records alike.
     fn reopened(&mut self) {
         self.last_timestamp_ms = self.records.last().map_or(i64::MIN, |r| r.2);
     }
@@ -153,7 +155,10 @@ pub fn run_model(disk: Arc<dyn Disk>, root: &Path, ops: &[Op]) {
             Op::TruncateFrom(pick) => {
                 let offset = model.pick(*pick, 1);
                 log.truncate_from(offset).expect("truncate_from");
-                model.records.truncate((offset - model.lowest) as usize);
+                if offset < model.next() {
+                    model.records.truncate((offset - model.lowest) as usize);
+                    model.reopened();
+                }
                 assert!(log.durable_offset() <= offset.max(model.next()));
             }
             Op::TruncateBefore(pick) => {

@@ -137,6 +137,46 @@ fn append_batch_at_checks_the_offset_and_clamps_the_timestamp() {
     assert_eq!(records[6].value, "r1");
 }
 
+/// A replica that truncates an uncommitted suffix stamped by a leader with a fast clock must
+/// stamp what replaces it the way a replica that never had the suffix does, and the way it
+/// would itself after a reopen (found by the cluster simulation: replicas disagreed on
+/// timestamps).
+#[test]
+fn truncate_from_lowers_the_timestamp_floor_to_the_newest_record_kept() {
+    let batch = |n: usize| -> Vec<NewRecord> {
+        (0..n)
+            .map(|i| NewRecord {
+                term: 1,
+                kind: 0,
+                value: format!("v{i}").into(),
+            })
+            .collect()
+    };
+    let dir = Path::new("/log");
+    let disk = SimDisk::new(2);
+    let truncated = open(Arc::new(disk.clone()), small_config(dir)).unwrap();
+    let clean = open(Arc::new(SimDisk::new(3)), small_config(dir)).unwrap();
+    for log in [&truncated, &clean] {
+        log.append_batch_at(0, &batch(3), 100).unwrap();
+    }
+    // The suffix from a fast-clocked leader, on one replica only, then cut (across a segment).
+    truncated.append_batch_at(3, &batch(20), 9_000).unwrap();
+    assert!(truncated.info().segment_count > 1);
+    truncated.truncate_from(3).unwrap();
+    for log in [&truncated, &clean] {
+        log.append_batch_at(3, &batch(2), 200).unwrap();
+        log.sync().unwrap();
+    }
+    let times = |log: &Log| -> Vec<i64> { read_all(log).iter().map(|r| r.timestamp_ms).collect() };
+    assert_eq!(times(&truncated), vec![100, 100, 100, 200, 200]);
+    assert_eq!(times(&truncated), times(&clean));
+    // And reopening agrees with the floor it kept.
+    truncated.close().unwrap();
+    let reopened = open(Arc::new(disk), small_config(dir)).unwrap();
+    reopened.append_batch_at(5, &batch(1), 150).unwrap();
+    assert_eq!(read_all(&reopened).last().unwrap().timestamp_ms, 200);
+}
+
 #[test]
 fn retention_cut_says_where_retention_would_cut_without_deleting() {
     let clock = Arc::new(ManualClock::new(5_000));

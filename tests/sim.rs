@@ -2,27 +2,36 @@
 //!
 //! This driver (harness = false) builds the seed runner (`sim/main.rs`, test target `simulation`)
 //! with `RUSTFLAGS="--cfg madsim"` in its own target directory (`<target>/sim`: sharing the outer
-//! one would deadlock on cargo's lock), then runs seeds ONE PER PROCESS, a few processes at a time:
-//! - seeds LOGHOUSE_SIM_SEED_START.. (default 1), LOGHOUSE_SIM_SEEDS of them (default 100);
-//! - determinism: the first 3 seeds run a second time and must give the same trace hash;
-//! - the checker's teeth: one seed with `--bug drop-ack` (an acknowledged record is cut off the
-//!   disk) must fail and print its replay command.
+//! one would deadlock on cargo's lock), then runs seeds ONE PER PROCESS, a few processes at a time,
+//! for each cluster size in the mix (default: a standalone node, a 3-node and a 5-node Raft
+//! cluster):
+//! - seeds LOGHOUSE_SIM_SEED_START.. of each size (LOGHOUSE_SIM_SEEDS of them unless the mix
+//!   says how many), plus the regression seeds of that size;
+//! - determinism: the first 3 seeds of each size run a second time and must give the same trace
+//!   hash (so a 3- and a 5-node cluster's Raft elections and gossip replay from the seed too);
+//! - the checker's teeth: one seed of each size with `--bug drop-ack` (an acknowledged record is
+//!   cut off the disk: on the node, or on every replica of a cluster) must fail with
+//!   acked-record-lost and print its replay command.
 //!
 //! It fails when any of that fails, printing every failing seed's replay command, and reports
-//! seeds per minute and the simulated/real time ratio.
+//! seeds per minute and the simulated/real time ratio (per size too).
 //!
 //! Environment:
-//! - LOGHOUSE_SIM_SEEDS (default 100), LOGHOUSE_SIM_SEED_START (default 1)
+//! - LOGHOUSE_SIM_NODES: the mix, comma-separated `N` or `N:count` (default `1,3:200,5:50`:
+//!   100 standalone seeds, 200 3-node seeds, 50 5-node seeds)
+//! - LOGHOUSE_SIM_SEEDS (default 100): seeds of each size the mix gives no count;
+//!   LOGHOUSE_SIM_SEED_START (default 1)
 //! - LOGHOUSE_SIM_JOBS: seed processes at once (default 2)
 //! - LOGHOUSE_SIM_SEED_TIMEOUT_S: real seconds before a seed process is killed (default 300)
 //! - LOGHOUSE_SIM_TARGET_DIR: where the madsim build goes (default `<target>/sim`)
 //! - LOGHOUSE_SIM_PROFILE: the cargo profile of that build (default `sim`, from
 //!   .cargo/config.toml: optimized, with debug assertions and overflow checks)
 //!
-//! Soak: `LOGHOUSE_SIM_SEEDS=2000 LOGHOUSE_SIM_SEED_START=$RANDOM cargo test --features sim --test sim`
-//! runs 2000 seeds and reports seeds/minute and the time-compression ratio.
-//! One seed: `cargo sim-seed --seed 42` (alias in .cargo/config.toml; add `--trace` for every event).
-//! Each seed's output is kept in `<target>/sim/seed-logs/`.
+//! Soak: `LOGHOUSE_SIM_NODES=3 LOGHOUSE_SIM_SEEDS=1000 LOGHOUSE_SIM_SEED_START=$RANDOM cargo test
+//! --features sim --test sim` runs 1000 3-node seeds and reports seeds/minute and the
+//! time-compression ratio. One seed: `cargo sim-seed --seed 42 --nodes 3` (alias in
+//! .cargo/config.toml; add `--trace` for every event). Each seed's output is kept in
+//! `<target>/sim/seed-logs/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,12 +40,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Seeds whose determinism is checked (the first ones of the range).
+/// Seeds whose determinism is checked (the first ones of each size's range).
 const DETERMINISM_SEEDS: u64 = 3;
 const TEST_NAME: &str = "simulation_seeds";
+const NODES_DEFAULT: &str = "1,3:200,5:50";
 
 struct Settings {
-    seeds: u64,
+    /// (cluster size, seeds of that size), in the order given.
+    mix: Vec<(usize, u64)>,
     seed_start: u64,
     jobs: usize,
     seed_timeout: Duration,
@@ -52,10 +63,32 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
+/// Parses the mix: `N` or `N:count` entries, comma-separated.
+fn parse_mix(text: &str, seeds: u64) -> Result<Vec<(usize, u64)>, String> {
+    let mut mix: Vec<(usize, u64)> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (nodes, count) = match entry.split_once(':') {
+            Some((nodes, count)) => (nodes, count.parse().map_err(|e| format!("{entry}: {e}"))?),
+            None => (entry, seeds),
+        };
+        let nodes: usize = nodes.parse().map_err(|e| format!("{entry}: {e}"))?;
+        if !(1..=7).contains(&nodes) || mix.iter().any(|(n, _)| *n == nodes) {
+            return Err(format!("{entry}: sizes are 1..=7, each once"));
+        }
+        mix.push((nodes, count));
+    }
+    Ok(mix)
+}
+
 impl Settings {
     fn from_env() -> Settings {
+        let seeds = env_number("LOGHOUSE_SIM_SEEDS", 100);
+        let mix_text =
+            std::env::var("LOGHOUSE_SIM_NODES").unwrap_or_else(|_| NODES_DEFAULT.to_owned());
+        let mix = parse_mix(&mix_text, seeds)
+            .unwrap_or_else(|e| panic!("LOGHOUSE_SIM_NODES={mix_text:?}: {e}"));
         Settings {
-            seeds: env_number("LOGHOUSE_SIM_SEEDS", 100),
+            mix,
             seed_start: env_number("LOGHOUSE_SIM_SEED_START", 1),
             jobs: env_number("LOGHOUSE_SIM_JOBS", 2).max(1) as usize,
             seed_timeout: Duration::from_secs(env_number("LOGHOUSE_SIM_SEED_TIMEOUT_S", 300)),
@@ -67,6 +100,7 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Job {
     seed: u64,
+    nodes: usize,
     bug: bool,
     /// A second run of the seed, for the determinism check.
     repeat: bool,
@@ -74,7 +108,12 @@ struct Job {
 
 impl Job {
     fn args(&self) -> Vec<String> {
-        let mut args = vec!["--seed".to_owned(), self.seed.to_string()];
+        let mut args = vec![
+            "--seed".to_owned(),
+            self.seed.to_string(),
+            "--nodes".to_owned(),
+            self.nodes.to_string(),
+        ];
         if self.bug {
             args.extend(["--bug".to_owned(), "drop-ack".to_owned()]);
         }
@@ -82,10 +121,11 @@ impl Job {
     }
 
     fn label(&self) -> String {
+        let base = format!("n{}-seed-{}", self.nodes, self.seed);
         match (self.bug, self.repeat) {
-            (true, _) => format!("seed-{}-drop-ack", self.seed),
-            (false, true) => format!("seed-{}-repeat", self.seed),
-            (false, false) => format!("seed-{}", self.seed),
+            (true, _) => format!("{base}-drop-ack"),
+            (false, true) => format!("{base}-repeat"),
+            (false, false) => base,
         }
     }
 }
@@ -226,38 +266,49 @@ fn json_string_field(line: &str, key: &str) -> Option<String> {
     Some(line[start..end].replace(r"\\", r"\"))
 }
 
-/// Seeds that once failed, run on every pass besides the range (each one's fix is named).
-const REGRESSION_SEEDS: &[u64] = &[
-    5006, // read_batch stopped at every segment boundary: the final scan missed its bound
+/// Seeds that once failed, run on every pass besides the range: (seed, cluster size), each
+/// one's fix named.
+const REGRESSION_SEEDS: &[(u64, usize)] = &[
+    (5006, 1), // read_batch stopped at every segment boundary: the final scan missed its bound
 ];
 
 fn run_all(settings: &Settings, runner: &Path, logs: &Path) -> ExitCode {
-    let end = settings.seed_start + settings.seeds;
-    let regressions = REGRESSION_SEEDS
-        .iter()
-        .filter(|s| !(settings.seed_start..end).contains(s));
-    let mut jobs: Vec<Job> = (settings.seed_start..end)
-        .chain(regressions.copied())
-        .map(|seed| Job {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut checks: Vec<Job> = Vec::new();
+    for &(nodes, count) in &settings.mix {
+        let range = settings.seed_start..settings.seed_start + count;
+        let regressions = (REGRESSION_SEEDS.iter())
+            .filter(|(seed, n)| *n == nodes && !range.contains(seed))
+            .map(|(seed, _)| *seed);
+        let job = |seed, bug, repeat| Job {
             seed,
-            bug: false,
-            repeat: false,
-        })
-        .collect();
-    let checked = settings.seed_start..(settings.seed_start + DETERMINISM_SEEDS).min(end);
-    jobs.extend(checked.clone().map(|seed| Job {
-        seed,
-        bug: false,
-        repeat: true,
-    }));
-    jobs.push(Job {
-        seed: settings.seed_start,
-        bug: true,
-        repeat: false,
-    });
+            nodes,
+            bug,
+            repeat,
+        };
+        jobs.extend(
+            range
+                .clone()
+                .chain(regressions)
+                .map(|s| job(s, false, false)),
+        );
+        let checked = range.start..(range.start + DETERMINISM_SEEDS).min(range.end);
+        checks.extend(checked.map(|s| job(s, false, true)));
+        checks.push(job(settings.seed_start, true, false));
+        println!(
+            "simulation: {nodes} node(s): seeds {range:?} and regression seeds {:?}; determinism on the first {}; drop-ack on seed {}",
+            (REGRESSION_SEEDS.iter()).filter(|(_, n)| *n == nodes).map(|(s, _)| s).collect::<Vec<_>>(),
+            DETERMINISM_SEEDS.min(count),
+            settings.seed_start,
+        );
+    }
+    // The checks first: a determinism or drop-ack failure shows at once.
+    checks.extend(jobs);
+    let jobs = checks;
     println!(
-        "simulation: seeds {}..{} ({} seeds) and regression seeds {REGRESSION_SEEDS:?}, {} jobs at a time; determinism on seeds {checked:?}; drop-ack on seed {}",
-        settings.seed_start, end, settings.seeds, settings.jobs, settings.seed_start
+        "simulation: {} seed processes, {} at a time",
+        jobs.len(),
+        settings.jobs
     );
     let started = Instant::now();
     let runs = run_pool(&jobs, settings, runner, logs);
@@ -380,7 +431,8 @@ fn seed_failure(run: &Run) -> String {
         .take(5)
         .collect();
     format!(
-        "seed {} failed (log: {}):\n    {}\n  replay: {}",
+        "{} node(s) seed {} failed (log: {}):\n    {}\n  replay: {}",
+        run.job.nodes,
         run.job.seed,
         run.log.display(),
         violations.join("\n    "),
@@ -390,21 +442,24 @@ fn seed_failure(run: &Run) -> String {
 
 /// None when the repeat gave the same trace hash as the first run of its seed.
 fn determinism_failure(seeds: &[&Run], repeat: &Run) -> Option<String> {
-    let first = seeds.iter().find(|r| r.job.seed == repeat.job.seed);
+    let first =
+        (seeds.iter()).find(|r| r.job.seed == repeat.job.seed && r.job.nodes == repeat.job.nodes);
     let (a, b) = (
         first.and_then(|r| r.trace_hash.clone()),
         repeat.trace_hash.clone(),
     );
     if a.is_some() && a == b {
         println!(
-            "simulation: determinism: seed {} gave trace_hash {} twice",
+            "simulation: determinism: {} node(s) seed {} gave trace_hash {} twice",
+            repeat.job.nodes,
             repeat.job.seed,
             b.unwrap_or_default()
         );
         return None;
     }
     Some(format!(
-        "seed {} is not deterministic: trace_hash {a:?} then {b:?} (log: {})\n  replay: {}",
+        "{} node(s) seed {} is not deterministic: trace_hash {a:?} then {b:?} (log: {})\n  replay: {}",
+        repeat.job.nodes,
         repeat.job.seed,
         repeat.log.display(),
         repeat.replay()
@@ -414,21 +469,22 @@ fn determinism_failure(seeds: &[&Run], repeat: &Run) -> Option<String> {
 /// None when the `--bug drop-ack` run failed the way it must, with its replay command.
 fn bug_failure(bug: &Run) -> Option<String> {
     let replay = format!(
-        "replay: cargo sim-seed --seed {} --nodes 1 --bug drop-ack",
-        bug.job.seed
+        "replay: cargo sim-seed --seed {} --nodes {} --bug drop-ack",
+        bug.job.seed, bug.job.nodes
     );
     let caught = bug.code == Some(1)
         && bug.output.contains("VIOLATION acked-record-lost")
         && bug.output.contains(&replay);
     if caught {
         println!(
-            "simulation: --bug drop-ack on seed {} was caught and printed `{replay}`",
-            bug.job.seed
+            "simulation: --bug drop-ack on {} node(s), seed {}, was caught and printed `{replay}`",
+            bug.job.nodes, bug.job.seed
         );
         return None;
     }
     Some(format!(
-        "--bug drop-ack on seed {} was NOT caught (exit {:?}; log: {})",
+        "--bug drop-ack on {} node(s), seed {}, was NOT caught (exit {:?}; log: {})",
+        bug.job.nodes,
         bug.job.seed,
         bug.code,
         bug.log.display()
@@ -447,4 +503,15 @@ fn print_speed(settings: &Settings, runs: &[Run], wall: Duration) {
         sim_s / real_s.max(1e-3),
         sim_s / wall_s,
     );
+    for (nodes, _) in &settings.mix {
+        let of_size: Vec<&Run> = runs.iter().filter(|r| r.job.nodes == *nodes).collect();
+        let sim_s = of_size.iter().map(|r| r.sim_ms).sum::<u64>() as f64 / 1000.0;
+        let real_s = of_size.iter().map(|r| r.real_ms).sum::<u64>() as f64 / 1000.0;
+        println!(
+            "simulation: {nodes} node(s): {} seed processes, {real_s:.1} s of seed run time ({:.2} s per seed), {sim_s:.0} s simulated: {:.0}x real time",
+            of_size.len(),
+            real_s / (of_size.len().max(1) as f64),
+            sim_s / real_s.max(1e-3),
+        );
+    }
 }

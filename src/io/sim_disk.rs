@@ -324,6 +324,10 @@ struct State {
     files: BTreeMap<FileId, FileData>,
     names_live: BTreeMap<PathBuf, FileId>,
     names_durable: BTreeMap<PathBuf, FileId>,
+    /// Names whose live entry may differ from the durable one: changed since their directory
+    /// was last synced (any other name is the same in both maps), so `sync_dir` costs what
+    /// changed, not the whole directory.
+    names_pending: BTreeSet<PathBuf>,
     dirs: BTreeSet<PathBuf>,
 }
 
@@ -350,6 +354,7 @@ impl State {
             files: BTreeMap::new(),
             names_live: BTreeMap::new(),
             names_durable: BTreeMap::new(),
+            names_pending: BTreeSet::new(),
             dirs: BTreeSet::from([PathBuf::from("/")]),
         }
     }
@@ -437,6 +442,7 @@ impl State {
         self.file_id_next += 1;
         self.files.insert(id, FileData::default());
         self.names_live.insert(path.to_path_buf(), id);
+        self.names_pending.insert(path.to_path_buf());
         Ok(id)
     }
 
@@ -446,6 +452,7 @@ impl State {
             .names_live
             .remove(path)
             .ok_or_else(|| not_found(path))?;
+        self.names_pending.insert(path.to_path_buf());
         self.collect(id);
         Ok(())
     }
@@ -467,6 +474,8 @@ impl State {
             return Ok(());
         }
         self.names_live.remove(from);
+        self.names_pending.insert(from.to_path_buf());
+        self.names_pending.insert(to.to_path_buf());
         if let Some(replaced) = self.names_live.insert(to.to_path_buf(), id) {
             self.collect(replaced);
         }
@@ -488,22 +497,19 @@ impl State {
     /// Replaces the durable entries directly under `dir` with the live ones.
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
         self.check_dir(dir)?;
-        let mut dropped = Vec::new();
-        self.names_durable.retain(|path, id| {
-            let keep = parent(path) != dir;
-            if !keep {
-                dropped.push(*id);
+        let changed: Vec<PathBuf> = (self.names_pending.iter())
+            .filter(|path| parent(path) == dir)
+            .cloned()
+            .collect();
+        for path in changed {
+            self.names_pending.remove(&path);
+            let replaced = match self.names_live.get(&path) {
+                Some(&id) => self.names_durable.insert(path, id),
+                None => self.names_durable.remove(&path),
+            };
+            if let Some(id) = replaced {
+                self.collect(id);
             }
-            keep
-        });
-        let live = self
-            .names_live
-            .iter()
-            .filter(|(path, _)| parent(path) == dir);
-        let live: Vec<(PathBuf, FileId)> = live.map(|(p, id)| (p.clone(), *id)).collect();
-        self.names_durable.extend(live);
-        for id in dropped {
-            self.collect(id);
         }
         self.stats.syncs += 1;
         Ok(())
@@ -513,6 +519,7 @@ impl State {
         self.generation += 1;
         self.stats.crashes += 1;
         self.names_live = self.names_durable.clone();
+        self.names_pending.clear();
         let durable: BTreeSet<FileId> = self.names_durable.values().copied().collect();
         self.files.retain(|id, _| durable.contains(id));
         let torn = self.faults.torn_write_on_crash;
@@ -535,12 +542,15 @@ impl State {
     /// Forgets file `id` once nothing can reach it: no name (live or durable) and no handle.
     fn collect(&mut self, id: FileId) {
         let open = self.files.get(&id).is_some_and(|file| file.handles > 0);
+        if open {
+            return;
+        }
         let named = self
             .names_live
             .values()
             .chain(self.names_durable.values())
             .any(|&n| n == id);
-        if !open && !named {
+        if !named {
             self.files.remove(&id);
         }
     }

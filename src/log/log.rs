@@ -130,11 +130,7 @@ impl Log {
         active.sync()?;
         disk.sync_dir(&dir)
             .map_err(|e| LogError::io(format!("sync {}", dir.display()), e))?;
-        let last_timestamp_ms = segments
-            .iter()
-            .rev()
-            .find_map(Segment::last_timestamp_ms)
-            .unwrap_or(i64::MIN);
+        let last_timestamp_ms = newest_timestamp_ms(&segments);
         let state = State {
             segments,
             closed: false,
@@ -388,6 +384,10 @@ impl Log {
             self.remove_segment_files(&segment)?;
         }
         let result = state.active_mut().truncate_from(offset, self.limits);
+        // The clamp floor goes back to the newest record kept, as `open` would compute it: a
+        // replica that truncated a suffix stamped by a leader with a fast clock must stamp what
+        // replaces it as every other replica does (timestamps agree across replicas).
+        state.last_timestamp_ms = newest_timestamp_ms(&state.segments);
         self.publish(&state);
         result.map_err(|e| self.poison(e))
     }
@@ -745,4 +745,14 @@ fn open_segments(
         segments.push(segment);
     }
     Ok(segments)
+}
+
+/// The timestamp of the newest record in `segments` (i64::MIN when they hold none): the floor new
+/// timestamps are clamped to.
+fn newest_timestamp_ms(segments: &[Segment]) -> i64 {
+    segments
+        .iter()
+        .rev()
+        .find_map(Segment::last_timestamp_ms)
+        .unwrap_or(i64::MIN)
 }

@@ -99,6 +99,7 @@ impl RaftNode {
         }
         let proposer = Proposer::start(raft.clone(), clock, config.proposer);
         tokio::spawn(controller::run(raft.clone(), members, config.controller));
+        tokio::spawn(break_election_ties(raft.clone(), config.timing));
         if retention {
             let interval = Duration::from_millis(config.retention_check_ms);
             tokio::spawn(retention_loop(raft.clone(), store.clone(), interval));
@@ -173,6 +174,48 @@ async fn retention_loop(raft: Raft, store: Store, interval: Duration) {
             return;
         }
     }
+}
+
+/// openraft 0.9 draws a node's election timeout once, when its Raft starts. Two voters that
+/// drew nearly the same one (say after restarting together) can then split every vote, round
+/// after round, for ever (simulation seed 10109 at N = 3). So: while no leader is known for two
+/// `election_timeout_max_ms`, start an election after a delay that differs per node and term.
+async fn break_election_ties(raft: Raft, timing: RaftTiming) {
+    let period = Duration::from_millis(timing.election_timeout_max_ms);
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(period).await;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.running_state.is_err() {
+            return;
+        }
+        let membership = metrics.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|id| id == metrics.id);
+        if metrics.current_leader.is_some() || !is_voter {
+            leaderless_since = None;
+            continue;
+        }
+        let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < 2 * period {
+            continue;
+        }
+        let delay_ms = tie_break_delay_ms(metrics.id, metrics.current_term, timing);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if raft.metrics().borrow().current_leader.is_none() && raft.trigger().elect().await.is_err()
+        {
+            return;
+        }
+        leaderless_since = None;
+    }
+}
+
+/// A delay in `[0, election_timeout_max_ms)` that differs between nodes and terms (a fixed-key
+/// hash: deterministic, so simulations replay).
+fn tie_break_delay_ms(id: NodeId, term: u64, timing: RaftTiming) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (id, term).hash(&mut hasher);
+    hasher.finish() % timing.election_timeout_max_ms.max(1)
 }
 
 async fn is_initialized(raft: &Raft) -> Result<bool, RaftNodeError> {
