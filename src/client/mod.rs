@@ -40,9 +40,10 @@ pub type LogInfo = proto::GetLogInfoResponse;
 /// members it knows (GetServers) who leads now. Reads go to the node the client was connected to
 /// unless `spread_reads` is on, in which case they rotate over the alive followers.
 ///
-/// Delivery is at-least-once across a leader change: a write whose leader failed after
-/// committing it, but before answering, is retried and then stored twice. Writes that get an
-/// answer are never duplicated.
+/// Delivery is at-least-once: a write that gets UNAVAILABLE (not the leader, no leader yet, the
+/// connection lost, a node whose log stopped after a failed fsync) is retried for up to 10 s, so
+/// a write whose node (or leader) stored it but failed before answering is stored twice, on a
+/// standalone node too. Writes that get an answer are never duplicated.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: LogClient<Channel>,
