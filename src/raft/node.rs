@@ -167,6 +167,13 @@ async fn retention_loop(raft: Raft, store: Store, interval: Duration) {
         };
         let purged = async {
             raft.trigger().snapshot().await?;
+            // openraft never purges past the newest snapshot: wait for this one (bounded).
+            let mut built = raft.metrics();
+            let wait = tokio::time::timeout(
+                interval,
+                built.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= point.index)),
+            );
+            let _ = wait.await;
             raft.trigger().purge_log(point.index).await
         };
         if let Err(error) = purged.await {
