@@ -24,12 +24,6 @@ pub struct LogStore {
     inner: Arc<Inner>,
 }
 
-/// A reader for replication tasks: shares the store.
-#[derive(Clone)]
-pub struct LogReader {
-    inner: Arc<Inner>,
-}
-
 impl LogStore {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         LogStore { inner }
@@ -93,25 +87,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        read_range(&self.inner, range).await
-    }
-
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
-        read_limited(&self.inner, start, end).await
-    }
-}
-
 impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogReader;
+    /// Replication tasks read through a clone of the store itself.
+    type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let (last_purged_log_id, last_log_id) = self.inner.log_state();
@@ -121,10 +99,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
     }
 
-    async fn get_log_reader(&mut self) -> LogReader {
-        LogReader {
-            inner: self.inner.clone(),
-        }
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {

@@ -134,10 +134,7 @@ impl RaftNode {
 
     /// The leader this node knows of: (id, gRPC address).
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let id = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&id)?;
-        Some((id, node.addr.clone()))
+        super::proposer::known_leader(&self.raft.metrics().borrow())
     }
 
     /// Stops Raft and closes the store (its logs are synced on close).

@@ -96,16 +96,25 @@ impl Proposer {
 
     /// `NotLeader` (with the known leader) unless this node is the leader.
     pub fn not_leader(&self) -> Option<ProposeError> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // On every write: borrow the metrics, do not clone them.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         if metrics.state == ServerState::Leader {
             return None;
         }
-        let leader = metrics.current_leader.and_then(|id| {
-            let node = metrics.membership_config.membership().get_node(&id)?;
-            Some((id, node.addr.clone()))
-        });
-        Some(ProposeError::NotLeader { leader })
+        Some(ProposeError::NotLeader {
+            leader: known_leader(&metrics),
+        })
     }
+}
+
+/// The leader `metrics` name, with its gRPC address: (id, address).
+pub fn known_leader(
+    metrics: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+) -> Option<(NodeId, String)> {
+    let id = metrics.current_leader?;
+    let node = metrics.membership_config.membership().get_node(&id)?;
+    Some((id, node.addr.clone()))
 }
 
 /// Takes the next request and every one already queued behind it (within the entry limits),
