@@ -38,6 +38,8 @@ pub struct StatusArgs {
     /// Any member's gRPC address.
     #[arg(long, env = "LOGHOUSE_ADDR", default_value = loghouse::config::LISTEN_DEFAULT)]
     addr: String,
+    #[command(flatten)]
+    tls: loghouse::client::TlsOptions,
 }
 
 pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
@@ -92,7 +94,8 @@ async fn watch_members(cluster: &mut LocalCluster) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.addr).await?;
+    let tls = args.tls.load()?;
+    let client = Client::connect_with(&args.addr, tls.as_ref()).await?;
     let servers = client.servers().await?;
     println!(
         "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12}",
@@ -100,7 +103,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     );
     for server in servers {
         // Each member reports its own term and committed offset.
-        let own = match Client::connect(&server.rpc_addr).await {
+        let own = match Client::connect_with(&server.rpc_addr, tls.as_ref()).await {
             Ok(member) => member
                 .servers()
                 .await

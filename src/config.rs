@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::log::{LogConfig, SyncPolicy};
+use crate::security::{AclText, GossipKey, Secrets, TlsMaterial};
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7400";
 pub const DATA_DIR_DEFAULT: &str = "loghouse-data";
@@ -32,6 +33,36 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Replication: absent for a standalone node (no Raft, no gossip).
     pub cluster: Option<ClusterConfig>,
+    /// TLS, ACL and gossip key files (read at start-up into `secrets`).
+    pub security: SecurityConfig,
+    /// The material `security` names, loaded by [`NodeConfig::load_security`] (or set directly,
+    /// e.g. by the simulation): the node never reads these files itself.
+    #[serde(skip)]
+    pub secrets: Secrets,
+}
+
+/// `[security]`: where the node's TLS material, ACL and gossip key are. Nothing set (the
+/// default): plaintext gRPC, every request allowed, unauthenticated gossip.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// PEM certificate (chain) of this node: TLS on the gRPC port, and the identity it presents
+    /// to other members. Needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: mutual TLS. Clients and members must present a certificate it signed (its CN is
+    /// the ACL subject); members verify each other with it. Required on a TLS cluster member.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Casbin model (`model.conf`); with `acl_policy`, turns authorization on.
+    pub acl_model: Option<PathBuf>,
+    /// Casbin policy (`policy.csv`, lines `p, SUBJECT, OBJECT, ACTION`).
+    pub acl_policy: Option<PathBuf>,
+    /// Shared gossip key, hex (at least 16 bytes): every gossip datagram is authenticated with
+    /// it (HMAC-SHA256). Prefer `gossip_key_file`.
+    pub gossip_key: Option<String>,
+    /// A file holding the gossip key in hex.
+    pub gossip_key_file: Option<PathBuf>,
 }
 
 /// A replicated node. Its `node_id` (the node's) must then be a nonzero integer. A node started
@@ -230,6 +261,8 @@ impl Default for NodeConfig {
             retention_check_ms: 10_000,
             limits: Limits::default(),
             cluster: None,
+            security: SecurityConfig::default(),
+            secrets: Secrets::default(),
         }
     }
 }
@@ -248,6 +281,17 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("cannot read {setting} file {}: {source}", path.display())]
+    ReadSecurityFile {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {setting}: {reason}")]
+    Security {
+        setting: &'static str,
+        reason: String,
+    },
 }
 
 impl NodeConfig {
@@ -305,6 +349,7 @@ impl NodeConfig {
         if self.node_id.is_empty() {
             return Err(ConfigError::Invalid("node_id must not be empty".into()));
         }
+        self.validate_security()?;
         if let Some(cluster) = &self.cluster {
             self.raft_node_id()?;
             if self.sync != "always" {
@@ -317,6 +362,135 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+impl NodeConfig {
+    /// Reads the files `[security]` names into `secrets` (at start-up, synchronously) and checks
+    /// them: missing files, unreadable PEM, a key that does not match its certificate, an ACL
+    /// that does not parse, a bad gossip key.
+    pub fn load_security(&mut self) -> Result<(), ConfigError> {
+        let sec = &self.security;
+        let tls = match (&sec.tls_cert, &sec.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsMaterial {
+                cert_pem: read_file("security.tls_cert", cert)?,
+                key_pem: read_file("security.tls_key", key)?,
+                client_ca_pem: sec
+                    .tls_client_ca
+                    .as_deref()
+                    .map(|p| read_file("security.tls_client_ca", p))
+                    .transpose()?,
+            }),
+            _ => return Err(security("security.tls_cert", "tls_cert and tls_key go together")),
+        };
+        let acl = match (&sec.acl_model, &sec.acl_policy) {
+            (None, None) => None,
+            (Some(model), Some(policy)) => Some(AclText {
+                model: read_text("security.acl_model", model)?,
+                policy: read_text("security.acl_policy", policy)?,
+            }),
+            _ => return Err(security("security.acl_model", "acl_model and acl_policy go together")),
+        };
+        let gossip_key = match (&sec.gossip_key, &sec.gossip_key_file) {
+            (None, None) => None,
+            (Some(hex), None) => Some(hex.clone()),
+            (None, Some(path)) => Some(read_text("security.gossip_key_file", path)?),
+            _ => return Err(security("security.gossip_key", "set gossip_key or gossip_key_file, not both")),
+        };
+        let gossip_key = gossip_key
+            .map(|hex| GossipKey::from_hex(&hex))
+            .transpose()
+            .map_err(|e| security("security.gossip_key", &e.to_string()))?;
+        self.secrets = Secrets { tls, acl, gossip_key };
+        self.validate_security()
+    }
+
+    /// Checks the loaded `secrets` (and that what `[security]` names was loaded).
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let sec = &self.security;
+        let named = sec.tls_cert.is_some() || sec.acl_model.is_some() || sec.gossip_key.is_some()
+            || sec.gossip_key_file.is_some();
+        if named && self.secrets == Secrets::default() {
+            return Err(security(
+                "security",
+                "its files were not loaded (NodeConfig::load_security)",
+            ));
+        }
+        if sec.tls_client_ca.is_some() && sec.tls_cert.is_none() {
+            return Err(security("security.tls_client_ca", "mutual TLS needs tls_cert and tls_key"));
+        }
+        if let Some(acl) = &self.secrets.acl {
+            let acl = acl
+                .authorizer()
+                .map_err(|e| security("security.acl_model/acl_policy", &e.to_string()))?;
+            if self.cluster.is_some() {
+                self.check_raft_allowed(&acl)?;
+            }
+        }
+        if let Some(tls) = &self.secrets.tls {
+            if self.cluster.is_some() && tls.client_ca_pem.is_none() {
+                return Err(security(
+                    "security.tls_client_ca",
+                    "a TLS cluster member needs it: members present their certificates to each \
+                     other and verify them with this CA",
+                ));
+            }
+            #[cfg(not(madsim))]
+            tls.check()
+                .map_err(|e| security("security.tls_*", &e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// A member calls the others with its own identity (its certificate's CN, or "anonymous"
+    /// without TLS): an ACL that does not grant it `raft` would stop replication, so say so now.
+    fn check_raft_allowed(&self, acl: &crate::security::Authorizer) -> Result<(), ConfigError> {
+        let subject = self.own_subject()?;
+        let object = crate::security::acl::OBJECT_LOG;
+        acl.check(&subject, object, crate::security::Action::Raft)
+            .map_err(|denied| {
+                security(
+                    "security.acl_policy",
+                    &format!(
+                        "{denied}: members call each other as {subject:?}; add `p, {subject}, *, raft`"
+                    ),
+                )
+            })
+    }
+
+    /// The subject this node has when it calls other members.
+    fn own_subject(&self) -> Result<String, ConfigError> {
+        #[cfg(not(madsim))]
+        if let Some(tls) = &self.secrets.tls {
+            let certs = crate::security::tls::certificates(&tls.cert_pem, "security.tls_cert")
+                .map_err(|e| security("security.tls_cert", &e.to_string()))?;
+            return crate::security::tls::common_name(&certs[0])
+                .ok_or_else(|| security("security.tls_cert", "the certificate has no common name (CN)"));
+        }
+        Ok(crate::security::ANONYMOUS.to_owned())
+    }
+}
+
+fn security(setting: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Security {
+        setting,
+        reason: reason.to_owned(),
+    }
+}
+
+fn read_file(setting: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::ReadSecurityFile {
+        setting,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_text(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let bytes = read_file(setting, path)?;
+    String::from_utf8(bytes).map_err(|_| security(setting, &format!("{} is not UTF-8 text", path.display())))
 }
 
 impl Limits {

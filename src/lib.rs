@@ -9,6 +9,7 @@ pub mod io;
 pub mod log;
 pub mod membership;
 pub mod raft;
+pub mod security;
 pub mod server;
 
 /// Types generated from proto/ (only `server/` and `client/` use them).

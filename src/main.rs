@@ -11,7 +11,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 
-use loghouse::client::{Client, Start};
+use loghouse::client::{Client, Start, TlsOptions};
 use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::Node;
@@ -52,6 +52,26 @@ enum Command {
     /// Benchmarks (they print tables).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Make a CA, node and client certificates, a gossip key and an ACL for a local secure
+    /// cluster (see README, Security).
+    Certs(CertsArgs),
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// Where to write them (created if missing; existing files are overwritten).
+    #[arg(long, default_value = "loghouse-certs")]
+    dir: PathBuf,
+    /// Node certificates to make: node-1 .. node-N (CN = name; server and client use).
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Client certificates (CN = name), comma-separated. The first may produce, consume and
+    /// administer in the generated ACL; the others get nothing.
+    #[arg(long, value_delimiter = ',', default_value = "root,nobody")]
+    clients: Vec<String>,
+    /// Host names and IP addresses the node certificates are valid for, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+    hosts: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -96,6 +116,24 @@ struct ServeArgs {
     /// Voters the cluster aims for (further members are learners) [default: 3]
     #[arg(long, env = "LOGHOUSE_VOTERS_TARGET")]
     voters_target: Option<usize>,
+    /// PEM certificate of this node: TLS on the gRPC port (with --tls-key).
+    #[arg(long, env = "LOGHOUSE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LOGHOUSE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA: mutual TLS (clients and members must present a certificate it signed).
+    #[arg(long, env = "LOGHOUSE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Casbin model file (with --acl-policy): authorization on.
+    #[arg(long, env = "LOGHOUSE_ACL_MODEL")]
+    acl_model: Option<PathBuf>,
+    /// Casbin policy file (`p, SUBJECT, *, produce|consume|admin|raft` lines).
+    #[arg(long, env = "LOGHOUSE_ACL_POLICY")]
+    acl_policy: Option<PathBuf>,
+    /// A file with the shared gossip key in hex: gossip datagrams are authenticated.
+    #[arg(long, env = "LOGHOUSE_GOSSIP_KEY_FILE")]
+    gossip_key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -103,6 +141,15 @@ struct AddrArgs {
     /// Server address.
     #[arg(long, env = "LOGHOUSE_ADDR", default_value = LISTEN_DEFAULT)]
     addr: String,
+    #[command(flatten)]
+    tls: TlsOptions,
+}
+
+impl AddrArgs {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let tls = self.tls.load()?;
+        Ok(Client::connect_with(&self.addr, tls.as_ref()).await?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -155,6 +202,7 @@ fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         // The storage benchmark builds its own runtimes (one per row).
         Command::Bench(BenchCommand::Log(options)) => return loghouse::bench::log::run(options),
+        Command::Certs(args) => return certs(args),
         command => command,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -173,7 +221,9 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(BenchCommand::Cluster(options)) => {
                 loghouse::bench::cluster::run(options).await
             }
-            Command::Bench(BenchCommand::Log(_)) => unreachable!("matched above"),
+            Command::Bench(BenchCommand::Log(_)) | Command::Certs(_) => {
+                unreachable!("matched above")
+            }
         }
     })
 }
@@ -198,6 +248,7 @@ fn node_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         Some(path) => NodeConfig::from_toml_file(path)?,
         None => NodeConfig::default(),
     };
+    merge_security(&mut config.security, &args);
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }
@@ -235,8 +286,39 @@ fn node_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
             cluster.voters_target = v;
         }
     }
+    config.load_security()?;
     config.validate()?;
     Ok(config)
+}
+
+fn merge_security(security: &mut loghouse::config::SecurityConfig, args: &ServeArgs) {
+    let set = |field: &mut Option<PathBuf>, flag: &Option<PathBuf>| {
+        if flag.is_some() {
+            field.clone_from(flag);
+        }
+    };
+    set(&mut security.tls_cert, &args.tls_cert);
+    set(&mut security.tls_key, &args.tls_key);
+    set(&mut security.tls_client_ca, &args.tls_client_ca);
+    set(&mut security.acl_model, &args.acl_model);
+    set(&mut security.acl_policy, &args.acl_policy);
+    if args.gossip_key_file.is_some() {
+        security.gossip_key = None;
+        set(&mut security.gossip_key_file, &args.gossip_key_file);
+    }
+}
+
+fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    let spec = loghouse::security::certs::CertsSpec {
+        dir: args.dir,
+        nodes: args.nodes,
+        clients: args.clients,
+        hosts: args.hosts,
+    };
+    for path in loghouse::security::certs::write_cluster_certs(&spec)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -298,7 +380,7 @@ async fn shutdown_signal() {
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.addr.addr).await?;
+    let client = args.addr.connect().await?;
     let batch_max = args.batch.max(1);
     let mut progress = Progress::new();
     if !args.values.is_empty() {
@@ -376,7 +458,7 @@ impl Progress {
 }
 
 async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.addr.addr).await?;
+    let client = args.addr.connect().await?;
     let start = match &args.from_time {
         Some(text) => Start::TimestampMs(parse_time_ms(text, now_ms())?),
         None => Start::Offset(args.from),
@@ -460,7 +542,7 @@ fn parse_time_ms(text: &str, now_ms: i64) -> anyhow::Result<i64> {
 }
 
 async fn info(args: AddrArgs) -> anyhow::Result<()> {
-    let info = Client::connect(&args.addr).await?.info().await?;
+    let info = args.connect().await?.info().await?;
     println!("lowest offset   {}", info.lowest_offset);
     println!("next offset     {}", info.next_offset);
     println!(

@@ -41,6 +41,7 @@ fn config(node_id: u64, join: Vec<SocketAddr>, suspect_ms: u64) -> MembershipCon
         cluster_size_hint: 3,
         suspect_to_down_after_ms: Some(suspect_ms),
         rng_seed: Some(node_id),
+        cluster_key: None,
     }
 }
 

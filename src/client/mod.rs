@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::proto::{self, log_client::LogClient, LEADER_ADDR_KEY};
 
 pub use crate::proto::Record;
+pub use crate::security::ClientTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,6 +29,51 @@ pub enum ClientError {
     },
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// `--ca-cert`, `--cert`, `--key`: how the CLI (and anything else with paths) reaches a TLS
+/// node. No `--ca-cert`: plaintext.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// PEM CA certificate the server's certificate must chain to; turns TLS (https) on.
+    #[arg(long, env = "LOGHOUSE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a node that requires one (mutual TLS); its CN is your ACL
+    /// subject.
+    #[arg(long, env = "LOGHOUSE_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "LOGHOUSE_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsOptions {
+    /// Reads the files; `None` without a CA (plaintext).
+    pub fn load(&self) -> Result<Option<ClientTls>, ClientError> {
+        let Some(ca) = &self.ca_cert else {
+            if self.cert.is_some() {
+                return Err(ClientError::Tls("--cert needs --ca-cert".into()));
+            }
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        let tls = ClientTls {
+            ca_pem: read(ca)?,
+            identity,
+        };
+        #[cfg(not(madsim))]
+        tls.check().map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Some(tls))
+    }
 }
 
 /// Information about the log, as the server reports it.
@@ -61,6 +107,8 @@ struct ClusterState {
     followers: Vec<String>,
     next_follower: usize,
     spread_reads: bool,
+    /// How every member is reached (None: plaintext).
+    tls: Option<ClientTls>,
 }
 
 /// The largest message the client sends or accepts.
@@ -80,9 +128,16 @@ const RETRY_BACKOFF_MS: u64 = 25;
 const RETRY_BACKOFF_MAX_MS: u64 = 100;
 
 impl Client {
-    /// Connects to `addr` (`host:port` or `http://host:port`).
+    /// Connects to `addr` (`host:port` or `http://host:port`), in plaintext.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let channel = endpoint(addr)?
+        Client::connect_with(addr, None).await
+    }
+
+    /// Connects to `addr`; with `tls`, over TLS (`https`), verifying the server with its CA
+    /// and presenting its certificate, if any. Every member the client uses later is reached
+    /// the same way.
+    pub async fn connect_with(addr: &str, tls: Option<&ClientTls>) -> Result<Client, ClientError> {
+        let channel = endpoint(addr, tls)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect {
@@ -90,7 +145,10 @@ impl Client {
                 source,
             })?;
         let inner = log_client(channel);
-        let mut cluster = ClusterState::default();
+        let mut cluster = ClusterState {
+            tls: tls.cloned(),
+            ..ClusterState::default()
+        };
         cluster.channels.insert(plain(addr), inner.clone());
         cluster.known.insert(plain(addr));
         cluster.leader = Some(plain(addr));
@@ -103,7 +161,15 @@ impl Client {
     /// Connects to `addr`, then learns the cluster's members and leader (GetServers). Reads are
     /// spread over the followers (see `spread_reads`).
     pub async fn connect_cluster(addr: &str) -> Result<Client, ClientError> {
-        let client = Client::connect(addr).await?;
+        Client::connect_cluster_with(addr, None).await
+    }
+
+    /// `connect_cluster`, with TLS as in `connect_with`.
+    pub async fn connect_cluster_with(
+        addr: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client, ClientError> {
+        let client = Client::connect_with(addr, tls).await?;
         client.refresh(client.inner.clone()).await?;
         client.spread_reads(true);
         Ok(client)
@@ -152,7 +218,7 @@ impl Client {
         if let Some(client) = cluster.channels.get(addr) {
             return Ok(client.clone());
         }
-        let client = log_client(endpoint(addr)?.connect_lazy());
+        let client = log_client(endpoint(addr, cluster.tls.as_ref())?.connect_lazy());
         cluster.channels.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
@@ -377,16 +443,26 @@ fn plain(addr: &str) -> String {
         .to_owned()
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+/// The endpoint for `addr`: `https` with TLS (the host must be a name or IP address in the
+/// server's certificate), `http` without.
+fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) if tls.is_some() => format!("https://{rest}"),
+        Some(_) => addr.to_owned(),
+        None => format!("{scheme}://{addr}"),
     };
-    Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
+    let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
         addr: addr.to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    #[cfg(not(madsim))]
+    if let Some(tls) = tls {
+        return endpoint
+            .tls_config(tls.client_config())
+            .map_err(|e| ClientError::Tls(e.to_string()));
+    }
+    Ok(endpoint)
 }
 
 fn log_client(channel: Channel) -> LogClient<Channel> {

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::identity::NodeIdentity;
-use super::transport::{decode_frame, encode_frame, send_datagram};
+use super::transport::{send_datagram, Framer};
 use super::view::ClusterView;
 use super::{DATAGRAM_BYTES_MAX, JOIN_RETRY_INTERVAL_MS, RECV_ERROR_BACKOFF_MS};
 
@@ -84,6 +84,11 @@ pub(crate) struct Driver {
     view: ClusterView,
     view_tx: watch::Sender<ClusterView>,
     receiver: AbortOnDrop,
+    /// Frames (and, with a cluster key, authenticates) every datagram.
+    framer: Framer,
+    /// Datagrams dropped for a bad frame or tag (logged at debug only, so a flood cannot fill
+    /// the log).
+    dropped_frames: u64,
 }
 
 impl Driver {
@@ -94,6 +99,7 @@ impl Driver {
         view: ClusterView,
         view_tx: watch::Sender<ClusterView>,
         receiver: JoinHandle<()>,
+        framer: Framer,
     ) -> Self {
         let node_id = foca.identity().node_id;
         Driver {
@@ -107,6 +113,8 @@ impl Driver {
             view,
             view_tx,
             receiver: AbortOnDrop(Some(receiver)),
+            framer,
+            dropped_frames: 0,
         }
     }
 
@@ -196,10 +204,11 @@ impl Driver {
     /// Feeds one datagram to foca. Nothing that arrives from the network can panic the node:
     /// invalid frames, undecodable packets and foca's errors are logged and dropped.
     async fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        let payload = match decode_frame(datagram) {
+        let payload = match self.framer.decode(datagram) {
             Ok(payload) => payload,
             Err(e) => {
-                debug!(node_id = self.node_id, %from, len = datagram.len(), error = ?e, "dropped a datagram that is not a gossip frame");
+                self.dropped_frames += 1;
+                debug!(node_id = self.node_id, %from, len = datagram.len(), error = ?e, dropped = self.dropped_frames, "dropped a datagram that is not a valid gossip frame");
                 return;
             }
         };
@@ -250,7 +259,7 @@ impl Driver {
             self.timer_seq += 1;
         }
         while let Some((dst, data)) = self.rt.to_send() {
-            let frame = encode_frame(&data);
+            let frame = self.framer.encode(&data);
             if let Err(e) = send_datagram(&self.sock, dst.gossip_addr, &frame).await {
                 debug!(node_id = self.node_id, dst = %dst.gossip_addr, error = %e, "gossip send failed");
             }

@@ -51,7 +51,7 @@ use driver::{Command, Driver};
 /// 1500-byte MTU with room for IP/UDP headers and our frame (RFC 8085).
 pub const GOSSIP_PACKET_BYTES_MAX: usize = 1400;
 /// The largest datagram on the wire: a foca packet plus the frame header.
-pub const DATAGRAM_BYTES_MAX: usize = GOSSIP_PACKET_BYTES_MAX + transport::FRAME_HEADER_BYTES;
+pub const DATAGRAM_BYTES_MAX: usize = GOSSIP_PACKET_BYTES_MAX + transport::FRAME_HEADER_BYTES_MAX;
 /// Received datagrams waiting for the driver; more are dropped (as UDP would).
 pub const INBOUND_QUEUE_DATAGRAMS_MAX: usize = 256;
 /// How often a node that knows no live member re-announces itself to its seeds.
@@ -84,6 +84,10 @@ pub struct MembershipConfig {
     /// Seed for foca's RNG (probe order, gossip targets). `None`: random in production, drawn
     /// from madsim's seeded RNG in simulation.
     pub rng_seed: Option<u64>,
+    /// The shared cluster key: every datagram is authenticated with it (HMAC-SHA256), and
+    /// datagrams without a valid tag are dropped. `None`: unauthenticated (checksummed) frames.
+    /// All members must agree.
+    pub cluster_key: Option<crate::security::GossipKey>,
 }
 
 /// Why membership could not start.
@@ -161,7 +165,8 @@ impl Membership {
             config.node_id,
         ));
         let (commands, commands_rx) = mpsc::channel(1);
-        let driver = Driver::new(foca, sock, seeds, view, view_tx, receiver);
+        let framer = transport::Framer::new(config.cluster_key.as_ref());
+        let driver = Driver::new(foca, sock, seeds, view, view_tx, receiver, framer);
         let driver = tokio::spawn(driver.run(commands_rx, inbound_rx));
         tracing::info!(node_id = config.node_id, gossip_addr = %local, join = ?config.join, "gossip membership started");
         Ok(Membership {
@@ -294,6 +299,7 @@ mod tests {
             cluster_size_hint: 3,
             suspect_to_down_after_ms: None,
             rng_seed: Some(1),
+            cluster_key: None,
         }
     }
 

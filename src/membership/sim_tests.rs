@@ -76,6 +76,7 @@ async fn scenario() -> Vec<Duration> {
                         cluster_size_hint: NODES as u32,
                         suspect_to_down_after_ms: None,
                         rng_seed: None,
+                        cluster_key: None,
                     })
                     .await
                     .unwrap();

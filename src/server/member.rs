@@ -54,6 +54,7 @@ pub async fn start_member(
         cluster_size_hint: cluster.voters_target as u32,
         suspect_to_down_after_ms: None,
         rng_seed: None,
+        cluster_key: config.secrets.gossip_key.clone(),
     })
     .await?;
     let members = member_view(membership.view());
@@ -87,7 +88,8 @@ pub async fn start_member(
         bootstrap: cluster.bootstrap || cluster.join.is_empty(),
     };
     let message_bytes_max = cluster.raft_message_bytes_max(&config.limits);
-    let transport = Arc::new(GrpcRaftTransport::new(message_bytes_max));
+    let peer_tls = config.secrets.peer_client_tls();
+    let transport = Arc::new(GrpcRaftTransport::new(message_bytes_max).with_tls(peer_tls));
     let node = Node::open_replicated(config, raft_config, disk, clock, transport, members).await?;
     Ok(Member { node, membership })
 }

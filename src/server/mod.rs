@@ -4,12 +4,14 @@
 //! grpc.health.v1 and reflection in production builds) on a listener until a shutdown signal, then
 //! finishes in-flight appends, syncs and closes the log.
 
+mod auth;
 mod convert;
 mod member;
 mod node;
 mod raft_rpc;
 mod service;
 
+pub use auth::Guard;
 pub use convert::status_from_log_error;
 pub use member::{start_member, Member, MemberError};
 pub use node::{Node, NodeError};
@@ -54,8 +56,15 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = stop_streams_on(node.clone(), shutdown);
     let raft_server = raft_server(&node);
-    tracing::info!(node_id = %node.config().node_id, replicated = raft_server.is_some(), "serving");
-    tonic::transport::Server::builder()
+    let tls = node.config().secrets.tls.as_ref();
+    tracing::info!(node_id = %node.config().node_id, replicated = raft_server.is_some(),
+        tls = tls.is_some(), mutual_tls = tls.is_some_and(|t| t.requires_client_cert()),
+        acl = node.config().secrets.acl.is_some(), "serving");
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(log_server)
@@ -81,8 +90,12 @@ pub async fn serve(
         .add_service(LogServer::new(service))
         // (madsim-tonic ignores message size limits.)
         .add_optional_service(
-            node.raft()
-                .map(|raft| RaftServer::new(RaftRpcService::new(raft.raft().clone()))),
+            node.raft().map(|raft| {
+                RaftServer::new(RaftRpcService::new(
+                    raft.raft().clone(),
+                    node.guard().clone(),
+                ))
+            }),
         )
         .serve_with_shutdown(addr, shutdown)
         .await?;
@@ -100,7 +113,7 @@ fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
         .as_ref()?
         .raft_message_bytes_max(&config.limits);
     Some(
-        RaftServer::new(RaftRpcService::new(raft))
+        RaftServer::new(RaftRpcService::new(raft, node.guard().clone()))
             .max_decoding_message_size(bytes_max)
             .max_encoding_message_size(bytes_max),
     )

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
+use super::auth::Guard;
 use super::convert::{status_from_log_error, status_from_propose_error};
 use crate::config::{ConfigError, NodeConfig};
 use crate::io::{Clock, Disk};
@@ -26,6 +27,8 @@ pub enum NodeError {
     Log(#[from] LogError),
     #[error(transparent)]
     Raft(#[from] RaftNodeError),
+    #[error(transparent)]
+    Acl(#[from] crate::security::AclError),
 }
 
 /// A write on its way: resolves to the records' offsets once they are acknowledged (durable
@@ -80,6 +83,8 @@ struct NodeInner {
     stopping: watch::Sender<bool>,
     /// The address clients should use to reach this node (GetServers).
     rpc_addr: String,
+    /// Who may do what (every RPC asks it first).
+    guard: Arc<Guard>,
 }
 
 impl Node {
@@ -92,6 +97,7 @@ impl Node {
         rpc_addr: String,
     ) -> Result<Node, NodeError> {
         config.validate()?;
+        let guard = Arc::new(Guard::new(&config)?);
         let log_config = config.log_config()?;
         let log = Arc::new(Log::open(disk, clock, log_config)?);
         let committer = Committer::start(log.clone(), config.limits.append_queue_depth_max);
@@ -106,6 +112,7 @@ impl Node {
             log,
             committed,
             rpc_addr,
+            guard,
         ))
     }
 
@@ -120,6 +127,7 @@ impl Node {
         members: watch::Receiver<MemberView>,
     ) -> Result<Node, NodeError> {
         config.validate()?;
+        let guard = Arc::new(Guard::new(&config)?);
         let rpc_addr = raft_config.rpc_addr.clone();
         let raft = RaftNode::start(raft_config, disk, clock, transport, members.clone()).await?;
         let log = raft.store().data_log().clone();
@@ -130,6 +138,7 @@ impl Node {
             log,
             committed,
             rpc_addr,
+            guard,
         ))
     }
 
@@ -139,6 +148,7 @@ impl Node {
         log: Arc<Log>,
         committed: watch::Receiver<u64>,
         rpc_addr: String,
+        guard: Arc<Guard>,
     ) -> Node {
         let streams = Arc::new(Semaphore::new(config.limits.streams_max));
         let (stopping, _) = watch::channel(false);
@@ -151,12 +161,18 @@ impl Node {
                 streams,
                 stopping,
                 rpc_addr,
+                guard,
             }),
         }
     }
 
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// Authentication and authorization for this node's RPCs.
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.inner.guard
     }
 
     /// The log consumers read (the client-offset log, on every replica).

@@ -2,6 +2,7 @@
 //! Encoding and the calls into openraft live in `raft::network`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -13,18 +14,23 @@ use crate::proto::raft::raft_server;
 use crate::proto::raft::RaftMessage;
 use crate::raft::network::{handle_rpc, RaftRpc, RaftTransport, TransportError, TransportFuture};
 use crate::raft::types::Raft;
+use crate::security::{Action, ClientTls};
+
+use super::auth::Guard;
 
 /// How long a connection attempt to a member may take before the call counts as unreachable.
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
-/// Serves Raft RPCs from other members on the local Raft.
+/// Serves Raft RPCs from other members on the local Raft. Callers need the `raft` action
+/// (with an ACL, only the members' certificate CNs should have it).
 pub struct RaftRpcService {
     raft: Raft,
+    guard: Arc<Guard>,
 }
 
 impl RaftRpcService {
-    pub fn new(raft: Raft) -> Self {
-        RaftRpcService { raft }
+    pub fn new(raft: Raft, guard: Arc<Guard>) -> Self {
+        RaftRpcService { raft, guard }
     }
 
     async fn handle(
@@ -32,6 +38,7 @@ impl RaftRpcService {
         rpc: RaftRpc,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.guard.authorize(&request, Action::Raft)?;
         let request = request.into_inner();
         let own_id = self.raft.metrics().borrow().id;
         if request.target_id != own_id {
@@ -76,6 +83,8 @@ impl raft_server::Raft for RaftRpcService {
 pub struct GrpcRaftTransport {
     channels: Mutex<BTreeMap<String, Channel>>,
     message_bytes_max: usize,
+    /// With TLS: the CA members are verified with, and this member's certificate.
+    tls: Option<ClientTls>,
 }
 
 impl GrpcRaftTransport {
@@ -84,19 +93,32 @@ impl GrpcRaftTransport {
         GrpcRaftTransport {
             channels: Mutex::new(BTreeMap::new()),
             message_bytes_max,
+            tls: None,
         }
+    }
+
+    /// Calls members over TLS (https), presenting `tls.identity` (ignored under madsim).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
         if let Some(channel) = self.channels.lock().get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-            TransportError::Failed {
-                addr: addr.to_string(),
-                message: format!("invalid member address: {e}"),
-            }
-        })?;
+        let failed = |e: &dyn std::fmt::Display| TransportError::Failed {
+            addr: addr.to_string(),
+            message: format!("invalid member address: {e}"),
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| failed(&e))?;
+        #[cfg(not(madsim))]
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.client_config()).map_err(|e| failed(&e))?,
+            None => endpoint,
+        };
         let channel = endpoint
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)

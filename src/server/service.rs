@@ -14,10 +14,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::DESCRIBE;
 use super::convert::{record_to_proto, status_from_log_error};
 use super::node::Node;
 use crate::log::{LogError, NewRecord, Record};
 use crate::proto::{self, log_server};
+use crate::security::Action;
 
 type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + 'static>>;
 
@@ -29,6 +31,11 @@ pub struct LogService {
 impl LogService {
     pub fn new(node: Node) -> Self {
         LogService { node }
+    }
+
+    /// The one authorization check every RPC starts with (see `server::auth`).
+    fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<(), Status> {
+        self.node.guard().authorize(request, action).map(drop)
     }
 
     fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
@@ -207,6 +214,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
+        self.authorize(&request, Action::Produce)?;
         let record = self.new_record(request.into_inner().record)?;
         let range = self.node.append(vec![record]).await?;
         Ok(Response::new(proto::ProduceResponse {
@@ -218,6 +226,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeRequest>,
     ) -> Result<Response<proto::ConsumeResponse>, Status> {
+        self.authorize(&request, Action::Consume)?;
         let offset = request.into_inner().offset;
         let (lowest, committed) = (
             self.node.log().lowest_offset(),
@@ -247,6 +256,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
+        self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
         let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
         let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
@@ -267,6 +277,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<Streaming<proto::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        self.authorize(&request, Action::Produce)?;
         let slot = self.stream_slot()?;
         let limits = &self.node.config().limits;
         let (responses_tx, responses_rx) = mpsc::channel(limits.stream_buffer_messages_max);
@@ -288,8 +299,9 @@ impl log_server::Log for LogService {
 
     async fn get_servers(
         &self,
-        _request: Request<proto::GetServersRequest>,
+        request: Request<proto::GetServersRequest>,
     ) -> Result<Response<proto::GetServersResponse>, Status> {
+        self.node.guard().authorize_any(&request, &DESCRIBE)?;
         let servers = self
             .node
             .servers()
@@ -311,6 +323,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ProduceBatchRequest>,
     ) -> Result<Response<proto::ProduceBatchResponse>, Status> {
+        self.authorize(&request, Action::Produce)?;
         let records = request.into_inner().records;
         let max = self.node.config().limits.batch_records_max;
         if records.is_empty() {
@@ -338,6 +351,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeBatchRequest>,
     ) -> Result<Response<proto::ConsumeBatchResponse>, Status> {
+        self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
         let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
         let high_watermark = self.node.committed_offset();
@@ -355,6 +369,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeBatchRequest>,
     ) -> Result<Response<Self::ConsumeBatchStreamStream>, Status> {
+        self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
         let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
         let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
@@ -372,6 +387,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::OffsetForTimeRequest>,
     ) -> Result<Response<proto::OffsetForTimeResponse>, Status> {
+        self.authorize(&request, Action::Consume)?;
         let offset = self.start_offset(0, Some(request.into_inner().timestamp_ms))?;
         Ok(Response::new(proto::OffsetForTimeResponse {
             offset: offset.min(self.node.committed_offset()),
@@ -380,8 +396,9 @@ impl log_server::Log for LogService {
 
     async fn get_log_info(
         &self,
-        _request: Request<proto::GetLogInfoRequest>,
+        request: Request<proto::GetLogInfoRequest>,
     ) -> Result<Response<proto::GetLogInfoResponse>, Status> {
+        self.authorize(&request, Action::Consume)?;
         let info = self.node.log().info();
         Ok(Response::new(proto::GetLogInfoResponse {
             lowest_offset: info.lowest_offset,
