@@ -381,7 +381,12 @@ impl NodeConfig {
                     .map(|p| read_file("security.tls_client_ca", p))
                     .transpose()?,
             }),
-            _ => return Err(security("security.tls_cert", "tls_cert and tls_key go together")),
+            _ => {
+                return Err(security(
+                    "security.tls_cert",
+                    "tls_cert and tls_key go together",
+                ))
+            }
         };
         let acl = match (&sec.acl_model, &sec.acl_policy) {
             (None, None) => None,
@@ -389,26 +394,42 @@ impl NodeConfig {
                 model: read_text("security.acl_model", model)?,
                 policy: read_text("security.acl_policy", policy)?,
             }),
-            _ => return Err(security("security.acl_model", "acl_model and acl_policy go together")),
+            _ => {
+                return Err(security(
+                    "security.acl_model",
+                    "acl_model and acl_policy go together",
+                ))
+            }
         };
         let gossip_key = match (&sec.gossip_key, &sec.gossip_key_file) {
             (None, None) => None,
             (Some(hex), None) => Some(hex.clone()),
             (None, Some(path)) => Some(read_text("security.gossip_key_file", path)?),
-            _ => return Err(security("security.gossip_key", "set gossip_key or gossip_key_file, not both")),
+            _ => {
+                return Err(security(
+                    "security.gossip_key",
+                    "set gossip_key or gossip_key_file, not both",
+                ))
+            }
         };
         let gossip_key = gossip_key
             .map(|hex| GossipKey::from_hex(&hex))
             .transpose()
             .map_err(|e| security("security.gossip_key", &e.to_string()))?;
-        self.secrets = Secrets { tls, acl, gossip_key };
+        self.secrets = Secrets {
+            tls,
+            acl,
+            gossip_key,
+        };
         self.validate_security()
     }
 
     /// Checks the loaded `secrets` (and that what `[security]` names was loaded).
     fn validate_security(&self) -> Result<(), ConfigError> {
         let sec = &self.security;
-        let named = sec.tls_cert.is_some() || sec.acl_model.is_some() || sec.gossip_key.is_some()
+        let named = sec.tls_cert.is_some()
+            || sec.acl_model.is_some()
+            || sec.gossip_key.is_some()
             || sec.gossip_key_file.is_some();
         if named && self.secrets == Secrets::default() {
             return Err(security(
@@ -417,7 +438,10 @@ impl NodeConfig {
             ));
         }
         if sec.tls_client_ca.is_some() && sec.tls_cert.is_none() {
-            return Err(security("security.tls_client_ca", "mutual TLS needs tls_cert and tls_key"));
+            return Err(security(
+                "security.tls_client_ca",
+                "mutual TLS needs tls_cert and tls_key",
+            ));
         }
         if let Some(acl) = &self.secrets.acl {
             let acl = acl
@@ -466,8 +490,12 @@ impl NodeConfig {
         if let Some(tls) = &self.secrets.tls {
             let certs = crate::security::tls::certificates(&tls.cert_pem, "security.tls_cert")
                 .map_err(|e| security("security.tls_cert", &e.to_string()))?;
-            return crate::security::tls::common_name(&certs[0])
-                .ok_or_else(|| security("security.tls_cert", "the certificate has no common name (CN)"));
+            return crate::security::tls::common_name(&certs[0]).ok_or_else(|| {
+                security(
+                    "security.tls_cert",
+                    "the certificate has no common name (CN)",
+                )
+            });
         }
         Ok(crate::security::ANONYMOUS.to_owned())
     }
@@ -490,7 +518,8 @@ fn read_file(setting: &'static str, path: &std::path::Path) -> Result<Vec<u8>, C
 
 fn read_text(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
     let bytes = read_file(setting, path)?;
-    String::from_utf8(bytes).map_err(|_| security(setting, &format!("{} is not UTF-8 text", path.display())))
+    String::from_utf8(bytes)
+        .map_err(|_| security(setting, &format!("{} is not UTF-8 text", path.display())))
 }
 
 impl Limits {

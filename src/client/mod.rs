@@ -137,13 +137,14 @@ impl Client {
     /// and presenting its certificate, if any. Every member the client uses later is reached
     /// the same way.
     pub async fn connect_with(addr: &str, tls: Option<&ClientTls>) -> Result<Client, ClientError> {
-        let channel = endpoint(addr, tls)?
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
+        let channel =
+            endpoint(addr, tls)?
+                .connect()
+                .await
+                .map_err(|source| ClientError::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                })?;
         let inner = log_client(channel);
         let mut cluster = ClusterState {
             tls: tls.cloned(),

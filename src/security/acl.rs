@@ -171,7 +171,9 @@ mod tests {
         let acl = Authorizer::new(ORIGINAL_MODEL, ORIGINAL_POLICY).unwrap();
         acl.check("root", OBJECT_LOG, Action::Produce).unwrap();
         acl.check("root", OBJECT_LOG, Action::Consume).unwrap();
-        let denied = acl.check("nobody", OBJECT_LOG, Action::Produce).unwrap_err();
+        let denied = acl
+            .check("nobody", OBJECT_LOG, Action::Produce)
+            .unwrap_err();
         assert_eq!(denied.subject, "nobody");
         assert_eq!(denied.action, Action::Produce);
         assert!(acl.check("root", OBJECT_LOG, Action::Raft).is_err());
@@ -201,7 +203,10 @@ mod tests {
     fn a_subject_that_looks_like_code_is_just_a_name() {
         let acl = Authorizer::new(ORIGINAL_MODEL, ORIGINAL_POLICY).unwrap();
         for subject in ["root\" || true || \"", "root' ", "", "*"] {
-            assert!(acl.check(subject, OBJECT_LOG, Action::Produce).is_err(), "{subject:?}");
+            assert!(
+                acl.check(subject, OBJECT_LOG, Action::Produce).is_err(),
+                "{subject:?}"
+            );
         }
     }
 
@@ -209,7 +214,8 @@ mod tests {
     fn bad_models_and_policies_are_refused_at_load() {
         let err = Authorizer::new("[matchers]\nm = r.sub ==", ORIGINAL_POLICY).unwrap_err();
         assert!(matches!(err, AclError::Model(_)), "{err}");
-        let err = Authorizer::new(ORIGINAL_MODEL, "p, root, *, produce\nroot consume\n").unwrap_err();
+        let err =
+            Authorizer::new(ORIGINAL_MODEL, "p, root, *, produce\nroot consume\n").unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = Authorizer::new(ORIGINAL_MODEL, "p, root, , produce\n").unwrap_err();
         assert!(matches!(err, AclError::Policy(_)), "{err}");
@@ -217,7 +223,8 @@ mod tests {
 
     #[test]
     fn comments_and_blank_lines_are_fine() {
-        let acl = Authorizer::new(ORIGINAL_MODEL, "# who may write\n\np, root, *, produce\n").unwrap();
+        let acl =
+            Authorizer::new(ORIGINAL_MODEL, "# who may write\n\np, root, *, produce\n").unwrap();
         acl.check("root", OBJECT_LOG, Action::Produce).unwrap();
     }
 }

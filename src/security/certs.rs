@@ -191,7 +191,7 @@ fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::tls::{check_identity, common_name, certificates};
+    use crate::security::tls::{certificates, check_identity, common_name};
 
     #[test]
     fn issued_certificates_check_out_and_carry_their_cn() {

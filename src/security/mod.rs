@@ -116,7 +116,10 @@ impl GossipKey {
         }
         let bytes = (0..text.len())
             .step_by(2)
-            .map(|i| text.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|d| u8::from_str_radix(d, 16).ok())
+            })
             .collect::<Option<Vec<u8>>>()
             .ok_or(GossipKeyError::NotHex)?;
         GossipKey::new(bytes)
@@ -157,7 +160,10 @@ mod tests {
         let key = GossipKey::from_hex(" 00112233445566778899aabbccddeeff\n").unwrap();
         assert_eq!(key.as_bytes().len(), 16);
         assert_eq!(key.as_bytes()[15], 0xff);
-        assert_eq!(GossipKey::from_hex("0011"), Err(GossipKeyError::TooShort(2)));
+        assert_eq!(
+            GossipKey::from_hex("0011"),
+            Err(GossipKeyError::TooShort(2))
+        );
         assert_eq!(GossipKey::from_hex("xyz"), Err(GossipKeyError::NotHex));
         assert_eq!(
             GossipKey::from_hex("zz112233445566778899aabbccddeeff"),

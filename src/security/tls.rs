@@ -51,11 +51,9 @@ pub fn check_identity(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<(),
         what: what.to_owned(),
         reason: e.to_string(),
     })?;
-    CertifiedKey::from_der(certs, key, &default_provider()).map_err(|e| {
-        TlsError::KeyMismatch {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        }
+    CertifiedKey::from_der(certs, key, &default_provider()).map_err(|e| TlsError::KeyMismatch {
+        what: what.to_owned(),
+        reason: e.to_string(),
     })?;
     Ok(())
 }

@@ -30,9 +30,18 @@ pub struct Guard {
 impl Guard {
     /// From the node's loaded secrets (validated at start-up).
     pub fn new(config: &NodeConfig) -> Result<Guard, AclError> {
-        let acl = config.secrets.acl.as_ref().map(|a| a.authorizer()).transpose()?;
-        let cert_required =
-            cfg!(not(madsim)) && config.secrets.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+        let acl = config
+            .secrets
+            .acl
+            .as_ref()
+            .map(|a| a.authorizer())
+            .transpose()?;
+        let cert_required = cfg!(not(madsim))
+            && config
+                .secrets
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_pem.is_some());
         Ok(Guard { acl, cert_required })
     }
 
@@ -50,7 +59,11 @@ impl Guard {
     }
 
     /// The caller's subject if it may perform any of `actions` on the log.
-    pub fn authorize_any<T>(&self, request: &Request<T>, actions: &[Action]) -> Result<String, Status> {
+    pub fn authorize_any<T>(
+        &self,
+        request: &Request<T>,
+        actions: &[Action],
+    ) -> Result<String, Status> {
         let subject = self.subject(request)?;
         let Some(acl) = &self.acl else {
             return Ok(subject);
@@ -78,7 +91,9 @@ impl Guard {
         };
         crate::security::tls::common_name(leaf)
             .filter(|cn| !cn.is_empty())
-            .ok_or_else(|| Status::unauthenticated("the client certificate has no subject common name"))
+            .ok_or_else(|| {
+                Status::unauthenticated("the client certificate has no subject common name")
+            })
     }
 
     #[cfg(madsim)]

@@ -89,14 +89,12 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(LogServer::new(service))
         // (madsim-tonic ignores message size limits.)
-        .add_optional_service(
-            node.raft().map(|raft| {
-                RaftServer::new(RaftRpcService::new(
-                    raft.raft().clone(),
-                    node.guard().clone(),
-                ))
-            }),
-        )
+        .add_optional_service(node.raft().map(|raft| {
+            RaftServer::new(RaftRpcService::new(
+                raft.raft().clone(),
+                node.guard().clone(),
+            ))
+        }))
         .serve_with_shutdown(addr, shutdown)
         .await?;
     node.shutdown().await?;

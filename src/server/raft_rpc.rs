@@ -116,7 +116,9 @@ impl GrpcRaftTransport {
             Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| failed(&e))?;
         #[cfg(not(madsim))]
         let endpoint = match &self.tls {
-            Some(tls) => endpoint.tls_config(tls.client_config()).map_err(|e| failed(&e))?,
+            Some(tls) => endpoint
+                .tls_config(tls.client_config())
+                .map_err(|e| failed(&e))?,
             None => endpoint,
         };
         let channel = endpoint
