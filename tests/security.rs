@@ -511,3 +511,54 @@ fn a_member_whose_acl_would_refuse_its_own_raft_calls_does_not_start() {
     let e = config.validate().unwrap_err().to_string();
     assert!(e.contains("tls_client_ca"), "{e}");
 }
+
+fn gossip_config(
+    node_id: u64,
+    join: Vec<std::net::SocketAddr>,
+    key: Option<&GossipKey>,
+) -> loghouse::membership::MembershipConfig {
+    loghouse::membership::MembershipConfig {
+        node_id,
+        gossip_listen: "127.0.0.1:0".parse().unwrap(),
+        rpc_addr: format!("127.0.0.1:{}", 50_000 + node_id),
+        join,
+        cluster_size_hint: 3,
+        suspect_to_down_after_ms: Some(60_000),
+        rng_seed: Some(node_id),
+        cluster_key: key.cloned(),
+    }
+}
+
+fn member_ids(m: &loghouse::membership::Membership) -> Vec<u64> {
+    m.view().borrow().members.keys().copied().collect()
+}
+
+#[tokio::test]
+async fn gossip_without_the_cluster_key_cannot_join() {
+    use loghouse::membership::{Membership, JOIN_RETRY_INTERVAL_MS};
+    let key = GossipKey::new(vec![1; 32]).unwrap();
+    let wrong = GossipKey::new(vec![2; 32]).unwrap();
+    let first = Membership::start(gossip_config(1, vec![], Some(&key)))
+        .await
+        .unwrap();
+    let seed = vec![first.local_gossip_addr()];
+    // A node with another key and one with none try to join first, and keep retrying.
+    let wrong_key = Membership::start(gossip_config(3, seed.clone(), Some(&wrong)))
+        .await
+        .unwrap();
+    let no_key = Membership::start(gossip_config(4, seed.clone(), None))
+        .await
+        .unwrap();
+    let second = Membership::start(gossip_config(2, seed, Some(&key)))
+        .await
+        .unwrap();
+    let mut view = first.view();
+    let joined = view.wait_for(|v| v.members.contains_key(&2));
+    tokio::time::timeout(WAIT, joined).await.unwrap().unwrap();
+    // Let the strangers retry their announces a few times.
+    tokio::time::sleep(Duration::from_millis(3 * JOIN_RETRY_INTERVAL_MS)).await;
+    assert_eq!(member_ids(&first), vec![1, 2]);
+    assert_eq!(member_ids(&second), vec![1, 2]);
+    assert_eq!(member_ids(&wrong_key), vec![3], "it heard nobody either");
+    assert_eq!(member_ids(&no_key), vec![4]);
+}
