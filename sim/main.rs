@@ -23,6 +23,8 @@ mod runner;
 #[cfg(madsim)]
 mod scenario;
 #[cfg(madsim)]
+mod security;
+#[cfg(madsim)]
 mod trace;
 #[cfg(madsim)]
 mod value;

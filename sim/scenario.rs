@@ -142,6 +142,7 @@ impl Params {
             record_bytes_max: RECORD_BYTES_MAX,
             ..NodeConfig::default()
         };
+        config.secrets.acl = Some(crate::security::acl());
         if self.nodes > 1 {
             let (heartbeat_ms, election_timeout_min_ms, election_timeout_max_ms) = self.timing;
             config.node_id = (index + 1).to_string();
@@ -205,7 +206,8 @@ pub async fn run(options: Options) -> Outcome {
     liveness_phase(&mut cluster, &params, options.bug, &mut rng).await;
 
     let history = shared.history.lock().clone();
-    let violations = checker::check(&history);
+    let mut violations = checker::check(&history);
+    violations.extend(crate::security::check(history.acked().count()));
     let acked = history.acked().count();
     let leaders: std::collections::BTreeSet<u64> = (history.raft_samples.iter())
         .filter(|s| s.leader)

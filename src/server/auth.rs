@@ -9,6 +9,8 @@
 //! Under madsim there is no TLS (madsim-tonic ignores it): every caller is "anonymous", and the
 //! ACL, if any, still decides.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tonic::{Request, Status};
 
 use crate::config::NodeConfig;
@@ -18,6 +20,19 @@ use crate::security::{AclError, Action, Authorizer, ANONYMOUS};
 /// The actions any of which lets a caller list the members (GetServers): every client needs it
 /// to find the leader.
 pub const DESCRIBE: [Action; 3] = [Action::Produce, Action::Consume, Action::Admin];
+
+/// Requests allowed and refused by every guard in this process (the simulation checks them).
+static ALLOWED: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many requests every guard in this process has allowed and refused (unauthenticated or
+/// denied) so far.
+pub fn decisions() -> (u64, u64) {
+    (
+        ALLOWED.load(Ordering::Relaxed),
+        REFUSED.load(Ordering::Relaxed),
+    )
+}
 
 /// A node's authentication and authorization policy.
 #[derive(Debug)]
@@ -64,6 +79,13 @@ impl Guard {
         request: &Request<T>,
         actions: &[Action],
     ) -> Result<String, Status> {
+        let decision = self.decide(request, actions);
+        let counter = if decision.is_ok() { &ALLOWED } else { &REFUSED };
+        counter.fetch_add(1, Ordering::Relaxed);
+        decision
+    }
+
+    fn decide<T>(&self, request: &Request<T>, actions: &[Action]) -> Result<String, Status> {
         let subject = self.subject(request)?;
         let Some(acl) = &self.acl else {
             return Ok(subject);
