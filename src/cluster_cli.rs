@@ -31,6 +31,10 @@ pub struct UpArgs {
     base_port: u16,
     #[arg(long, default_value_t = 7500)]
     gossip_base_port: u16,
+    /// Secure cluster: mutual TLS, the ACL and the gossip key from DIR (made by `loghouse certs
+    /// --dir DIR` with at least N nodes; made here if DIR has no ca.pem).
+    #[arg(long, value_name = "DIR")]
+    secure: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -53,10 +57,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let spec = LocalClusterSpec {
         exe: std::env::current_exe().context("cannot find the loghouse binary")?,
         nodes: args.nodes,
-        dir: args.dir,
+        dir: args.dir.clone(),
         base_port: args.base_port,
         gossip_base_port: args.gossip_base_port,
-        extra_args: Vec::new(),
+        extra_args: match &args.secure {
+            Some(dir) => secure_args(dir, args.nodes)?,
+            None => Vec::new(),
+        },
     };
     let mut cluster = LocalCluster::start(spec)?;
     for id in 1..=cluster.spec.nodes {
@@ -68,8 +75,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             cluster.log_path(id).display()
         );
     }
+    let tls = match &args.secure {
+        Some(dir) => {
+            let dir = dir.display();
+            format!(" --ca-cert {dir}/ca.pem --cert {dir}/root.pem --key {dir}/root-key.pem")
+        }
+        None => String::new(),
+    };
     println!(
-        "cluster starting; `loghouse cluster status --addr {}`; Ctrl-C stops it",
+        "cluster starting; `loghouse cluster status --addr {}{tls}`; Ctrl-C stops it",
         cluster.rpc_addr(1)
     );
     let outcome = tokio::select! {
@@ -78,6 +92,34 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     cluster.stop();
     outcome
+}
+
+/// The `serve` flags of a secure member (`{id}` is the member's id), making the certificates
+/// first if `dir` has none.
+fn secure_args(dir: &std::path::Path, nodes: u16) -> anyhow::Result<Vec<String>> {
+    if !dir.join("ca.pem").exists() {
+        let spec = loghouse::security::certs::CertsSpec {
+            dir: dir.to_owned(),
+            nodes,
+            clients: vec!["root".into(), "nobody".into()],
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        };
+        loghouse::security::certs::write_cluster_certs(&spec)?;
+        println!("made certificates, a gossip key and an ACL in {}", dir.display());
+    }
+    let dir = std::path::absolute(dir).context("cannot resolve the certificate directory")?;
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok([
+        ("--tls-cert", path("node-{id}.pem")),
+        ("--tls-key", path("node-{id}-key.pem")),
+        ("--tls-client-ca", path("ca.pem")),
+        ("--acl-model", path("acl/model.conf")),
+        ("--acl-policy", path("acl/policy.csv")),
+        ("--gossip-key-file", path("gossip.key")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect())
 }
 
 /// Returns an error as soon as a member exits by itself.

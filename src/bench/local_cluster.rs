@@ -17,7 +17,8 @@ pub struct LocalClusterSpec {
     pub dir: PathBuf,
     pub base_port: u16,
     pub gossip_base_port: u16,
-    /// Extra `serve` arguments for every member.
+    /// Extra `serve` arguments for every member; `{id}` in them becomes the member's id (e.g.
+    /// `--tls-cert certs/node-{id}.pem`).
     pub extra_args: Vec<String>,
 }
 
@@ -79,7 +80,9 @@ impl LocalCluster {
             .args(["--gossip-listen", &self.gossip_addr(id)])
             .arg("--data-dir")
             .arg(self.data_dir(id))
-            .args(&self.spec.extra_args)
+            .args(
+                (self.spec.extra_args.iter()).map(|arg| arg.replace("{id}", &id.to_string())),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         if id == 1 {
