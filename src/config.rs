@@ -428,7 +428,9 @@ impl NodeConfig {
     fn validate_security(&self) -> Result<(), ConfigError> {
         let sec = &self.security;
         let named = sec.tls_cert.is_some()
+            || sec.tls_key.is_some()
             || sec.acl_model.is_some()
+            || sec.acl_policy.is_some()
             || sec.gossip_key.is_some()
             || sec.gossip_key_file.is_some();
         if named && self.secrets == Secrets::default() {

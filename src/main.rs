@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Append records: the VALUES given, or one record per line of standard input.
     Produce(ProduceArgs),
     /// Print records, one value per line.
@@ -210,7 +210,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Produce(args) => produce(args).await,
             Command::Consume(args) => consume(args).await,
             Command::Info(args) => info(args).await,
