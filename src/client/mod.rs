@@ -447,6 +447,8 @@ fn plain(addr: &str) -> String {
 /// The endpoint for `addr`: `https` with TLS (the host must be a name or IP address in the
 /// server's certificate), `http` without.
 fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    // madsim-tonic has no TLS: plain http there.
+    let tls = tls.filter(|_| cfg!(not(madsim)));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let uri = match addr.split_once("://") {
         Some((_, rest)) if tls.is_some() => format!("https://{rest}"),

@@ -111,7 +111,8 @@ impl GrpcRaftTransport {
             addr: addr.to_string(),
             message: format!("invalid member address: {e}"),
         };
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let tls = cfg!(not(madsim)) && self.tls.is_some();
+        let scheme = if tls { "https" } else { "http" };
         let endpoint =
             Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| failed(&e))?;
         #[cfg(not(madsim))]
