@@ -308,6 +308,13 @@ fn merge_security(security: &mut loghouse::config::SecurityConfig, args: &ServeA
     }
 }
 
+/// (The binary is compiled under madsim too, never run there: no certificate generation.)
+#[cfg(madsim)]
+fn certs(_args: CertsArgs) -> anyhow::Result<()> {
+    anyhow::bail!("`loghouse certs` is not part of the simulation build")
+}
+
+#[cfg(not(madsim))]
 fn certs(args: CertsArgs) -> anyhow::Result<()> {
     let spec = loghouse::security::certs::CertsSpec {
         dir: args.dir,

@@ -12,6 +12,7 @@
 //! - a plaintext (non-TLS) client: transport error likewise;
 //! - a CA-signed certificate whose CN the policy does not allow: PERMISSION_DENIED;
 //! - an allowed CN: served.
+#![cfg(not(madsim))]
 
 use std::path::Path;
 use std::sync::Arc;
