@@ -207,12 +207,15 @@ pub async fn run(options: Options) -> Outcome {
 
     let history = shared.history.lock().clone();
     let mut violations = checker::check(&history);
-    violations.extend(crate::security::check(history.acked().count()));
     let acked = history.acked().count();
     let leaders: std::collections::BTreeSet<u64> = (history.raft_samples.iter())
         .filter(|s| s.leader)
         .map(|s| s.term)
         .collect();
+    violations.extend(crate::security::check(
+        acked,
+        nodes > 1 && !leaders.is_empty(),
+    ));
     // Values stored more than once (at-least-once retries in a cluster).
     let mut copies = std::collections::BTreeMap::<value::ValueId, u32>::new();
     for outcome in (history.final_scan.iter()).flat_map(|s| s.entries.values()) {

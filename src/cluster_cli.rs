@@ -107,7 +107,10 @@ fn secure_args(dir: &std::path::Path, nodes: u16) -> anyhow::Result<Vec<String>>
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
         };
         loghouse::security::certs::write_cluster_certs(&spec)?;
-        println!("made certificates, a gossip key and an ACL in {}", dir.display());
+        println!(
+            "made certificates, a gossip key and an ACL in {}",
+            dir.display()
+        );
     }
     let dir = std::path::absolute(dir).context("cannot resolve the certificate directory")?;
     let path = |name: &str| dir.join(name).display().to_string();

@@ -80,9 +80,7 @@ impl LocalCluster {
             .args(["--gossip-listen", &self.gossip_addr(id)])
             .arg("--data-dir")
             .arg(self.data_dir(id))
-            .args(
-                (self.spec.extra_args.iter()).map(|arg| arg.replace("{id}", &id.to_string())),
-            )
+            .args((self.spec.extra_args.iter()).map(|arg| arg.replace("{id}", &id.to_string())))
             .stdout(Stdio::null())
             .stderr(log);
         if id == 1 {

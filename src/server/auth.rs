@@ -18,20 +18,44 @@ use crate::security::acl::OBJECT_LOG;
 use crate::security::{AclError, Action, Authorizer, ANONYMOUS};
 
 /// The actions any of which lets a caller list the members (GetServers): every client needs it
-/// to find the leader.
-pub const DESCRIBE: [Action; 3] = [Action::Produce, Action::Consume, Action::Admin];
+/// to find the leader. (A refusal names the first, admin.)
+pub const DESCRIBE: [Action; 3] = [Action::Admin, Action::Produce, Action::Consume];
 
-/// Requests allowed and refused by every guard in this process (the simulation checks them).
-static ALLOWED: AtomicU64 = AtomicU64::new(0);
+/// Requests allowed (by the first action they were checked for) and refused, by every guard in
+/// this process: the simulation checks them.
+static ALLOWED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// How many requests every guard in this process has allowed and refused (unauthenticated or
-/// denied) so far.
-pub fn decisions() -> (u64, u64) {
-    (
-        ALLOWED.load(Ordering::Relaxed),
-        REFUSED.load(Ordering::Relaxed),
-    )
+/// What every guard in this process has decided so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decisions {
+    /// Requests allowed, by action (GetServers counts as admin).
+    pub produce: u64,
+    pub consume: u64,
+    pub admin: u64,
+    pub raft: u64,
+    /// Requests refused (unauthenticated or denied).
+    pub refused: u64,
+}
+
+pub fn decisions() -> Decisions {
+    let allowed = |action: Action| ALLOWED[action_index(action)].load(Ordering::Relaxed);
+    Decisions {
+        produce: allowed(Action::Produce),
+        consume: allowed(Action::Consume),
+        admin: allowed(Action::Admin),
+        raft: allowed(Action::Raft),
+        refused: REFUSED.load(Ordering::Relaxed),
+    }
+}
+
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::Produce => 0,
+        Action::Consume => 1,
+        Action::Admin => 2,
+        Action::Raft => 3,
+    }
 }
 
 /// A node's authentication and authorization policy.
@@ -80,7 +104,10 @@ impl Guard {
         actions: &[Action],
     ) -> Result<String, Status> {
         let decision = self.decide(request, actions);
-        let counter = if decision.is_ok() { &ALLOWED } else { &REFUSED };
+        let counter = match (&decision, actions.first()) {
+            (Ok(_), Some(action)) => &ALLOWED[action_index(*action)],
+            _ => &REFUSED,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         decision
     }

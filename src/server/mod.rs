@@ -11,7 +11,7 @@ mod node;
 mod raft_rpc;
 mod service;
 
-pub use auth::{decisions as auth_decisions, Guard};
+pub use auth::{decisions as auth_decisions, Decisions as AuthDecisions, Guard};
 pub use convert::status_from_log_error;
 pub use member::{start_member, Member, MemberError};
 pub use node::{Node, NodeError};
