@@ -19,6 +19,9 @@ pub struct GrpcBenchOptions {
     /// Server address; without it the bench starts a node in-process on a temporary directory.
     #[arg(long)]
     pub addr: Option<String>,
+    /// TLS to a secure `--addr` (`--ca-cert`, `--cert`, `--key`).
+    #[command(flatten)]
+    pub tls: crate::client::TlsOptions,
     /// PID of the server process, to report its peak RSS (VmHWM).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -62,7 +65,8 @@ pub async fn run(options: GrpcBenchOptions) -> anyhow::Result<()> {
             (embedded.addr.clone(), Some(embedded))
         }
     };
-    let client = Client::connect(&addr).await?;
+    let tls = options.tls.load()?;
+    let client = Client::connect_with(&addr, tls.as_ref()).await?;
     let start_offset = client.info().await?.next_offset;
     let produce = produce_phase(&client, &options).await?;
     let consume = consume_phase(&client, &options, start_offset, produce.records).await?;
