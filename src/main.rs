@@ -14,7 +14,7 @@ use futures::StreamExt;
 use loghouse::client::{Client, Start};
 use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
 use loghouse::io::{StdDisk, SystemClock};
-use loghouse::server::Node;
+use loghouse::server::{Node, ServerError};
 
 mod cluster_cli;
 
@@ -239,8 +239,41 @@ fn node_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
+/// A member whose Raft stops on its own (damage found in its log, a storage failure) is started
+/// again, this many times at most in a row: its store repairs damage when it reopens.
+const RAFT_RESTARTS_MAX: u32 = 10;
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = node_config(args)?;
+    let mut restarts = 0;
+    loop {
+        match serve_once(config.clone()).await {
+            Err(Stop::RaftStopped(reason)) if restarts < RAFT_RESTARTS_MAX => {
+                restarts += 1;
+                tracing::warn!(%reason, restarts, "raft stopped; starting the member again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(Stop::RaftStopped(reason)) => {
+                anyhow::bail!("raft stopped {restarts} times in a row; giving up: {reason}")
+            }
+            Err(Stop::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+enum Stop {
+    RaftStopped(String),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Stop {
+    fn from(error: E) -> Self {
+        Stop::Failed(error.into())
+    }
+}
+
+async fn serve_once(config: NodeConfig) -> Result<(), Stop> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -265,7 +298,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // madsim-tonic serves on an address, not a listener (the binary is only compiled there).
     #[cfg(madsim)]
     let listener = listener.local_addr()?;
-    loghouse::server::serve(node, listener, shutdown_signal()).await?;
+    match loghouse::server::serve(node, listener, shutdown_signal()).await {
+        Err(ServerError::RaftStopped(reason)) => {
+            if let Some(membership) = membership {
+                membership.shutdown().await;
+            }
+            return Err(Stop::RaftStopped(reason));
+        }
+        result => result?,
+    }
     if let Some(membership) = membership {
         membership.leave().await;
     }

@@ -244,6 +244,13 @@ impl Log {
         Ok(self.durable.load(Ordering::SeqCst))
     }
 
+    /// Checks the log's last record (see `Segment::check_tail`): for callers that cut the log
+    /// at a point they cannot otherwise verify (repairing a replica after damage).
+    pub fn check_tail(&self) -> Result<(), LogError> {
+        let state = self.read_state()?;
+        state.active().check_tail(self.config.record_bytes_max)
+    }
+
     pub fn read(&self, offset: u64) -> Result<Record, LogError> {
         let mut records = self.read_batch(offset, 1, 0)?;
         Ok(records

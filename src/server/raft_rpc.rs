@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -12,7 +13,8 @@ use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::raft_server;
 use crate::proto::raft::RaftMessage;
 use crate::raft::network::{handle_rpc, RaftRpc, RaftTransport, TransportError, TransportFuture};
-use crate::raft::types::Raft;
+use crate::raft::types::{LogId, Raft};
+use crate::raft::vote_guard::VoteGuard;
 
 /// How long a connection attempt to a member may take before the call counts as unreachable.
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -20,11 +22,16 @@ const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Serves Raft RPCs from other members on the local Raft.
 pub struct RaftRpcService {
     raft: Raft,
+    guard: VoteGuard,
 }
 
 impl RaftRpcService {
-    pub fn new(raft: Raft) -> Self {
-        RaftRpcService { raft }
+    /// `vote_floor`: the store's (`Store::vote_floor`).
+    pub fn new(raft: Raft, vote_floor: watch::Receiver<Option<LogId>>) -> Self {
+        RaftRpcService {
+            raft,
+            guard: VoteGuard::new(vote_floor),
+        }
     }
 
     async fn handle(
@@ -41,7 +48,7 @@ impl RaftRpcService {
             )));
         }
         let payload = request.payload;
-        let answer = handle_rpc(&self.raft, rpc, &payload)
+        let answer = handle_rpc(&self.raft, rpc, &payload, &self.guard)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(RaftMessage {
