@@ -108,6 +108,7 @@ impl StoreConfig {
         entries.segment_bytes_max = ENTRY_SEGMENT_BYTES;
         entries.index_bytes_max = ENTRY_INDEX_BYTES;
         entries.sync = data.sync;
+        entries.metrics = data.metrics.clone();
         StoreConfig {
             data,
             entries,
@@ -529,6 +530,11 @@ impl Store {
     /// The last log id in the log (or the purge point when it holds no entry).
     pub fn last_log_id(&self) -> Option<LogId> {
         self.inner.pos.lock().last_log_id()
+    }
+
+    /// The last committed log id this replica knows of (persisted with the applied state).
+    pub fn committed_log_id(&self) -> Option<LogId> {
+        self.inner.committed_log_id()
     }
 
     /// The last applied log id.
