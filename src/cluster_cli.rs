@@ -31,6 +31,9 @@ pub struct UpArgs {
     base_port: u16,
     #[arg(long, default_value_t = 7500)]
     gossip_base_port: u16,
+    /// Node i serves metrics (HTTP, `/metrics`) on 127.0.0.1:METRICS_BASE_PORT+i [default: off]
+    #[arg(long)]
+    metrics_base_port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -55,6 +58,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         base_port: args.base_port,
         gossip_base_port: args.gossip_base_port,
         extra_args: Vec::new(),
+        metrics_base_port: args.metrics_base_port,
     };
     let mut cluster = LocalCluster::start(spec)?;
     for id in 1..=cluster.spec.nodes {
@@ -65,6 +69,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             cluster.data_dir(id).display(),
             cluster.log_path(id).display()
         );
+        if let Some(addr) = cluster.metrics_addr(id) {
+            println!("        metrics http://{addr}/metrics");
+        }
     }
     println!(
         "cluster starting; `loghouse cluster status --addr {}`; Ctrl-C stops it",

@@ -214,6 +214,7 @@ fn init_tracing(flag: Option<&str>, file: Option<&str>, format: &str) -> anyhow:
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         "human" | "text" => builder.init(),

@@ -104,6 +104,11 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
+    /// The observations' total, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
     pub fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = Vec::with_capacity(BUCKETS + 1);
         let mut running = 0;
@@ -118,7 +123,7 @@ impl Histogram {
         HistogramSnapshot {
             cumulative,
             count: running,
-            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            sum_seconds: self.sum_seconds(),
         }
     }
 }
