@@ -114,7 +114,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     println!(
         "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12} {:>10} {:>10} {:>8}",
-        "ID", "ADDRESS", "ROLE", "ALIVE", "TERM", "COMMITTED", "COMMIT_IDX", "APPLIED", "LAG"
+        "ID", "ADDRESS", "ROLE", "GOSSIP", "TERM", "COMMITTED", "COMMIT_IDX", "APPLIED", "LAG"
     );
     for server in servers {
         // Each member reports its own term, committed offset and Raft indexes.
@@ -142,20 +142,17 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             ),
             None => ("-".into(), "unreachable".into(), "-".into(), "-".into()),
         };
+        let gossip = match (server.alive, server.suspect) {
+            (true, false) => "up",
+            (true, true) => "suspect",
+            (false, _) => "down",
+        };
         let lag = lag_by_id
             .get(&server.id)
             .map_or_else(|| "-".to_string(), u64::to_string);
         println!(
             "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12} {:>10} {:>10} {:>8}",
-            server.id,
-            server.rpc_addr,
-            role,
-            server.alive,
-            term,
-            committed,
-            commit_index,
-            applied,
-            lag
+            server.id, server.rpc_addr, role, gossip, term, committed, commit_index, applied, lag
         );
     }
     println!(

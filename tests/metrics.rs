@@ -495,6 +495,7 @@ async fn cluster_gauges_agree_with_the_cluster() {
         .unwrap();
     for server in &servers {
         assert_eq!(server.replication_lag, Some(0), "{server:?}");
+        assert!(server.alive && !server.suspect, "{server:?}");
         if server.is_leader {
             assert_eq!(
                 server.commit_index as f64,

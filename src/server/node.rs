@@ -50,6 +50,8 @@ pub struct ServerInfo {
     pub applied_index: u64,
     /// Entries this member's log is behind the leader's, known (and reported) by the leader only.
     pub replication_lag: Option<u64>,
+    /// Alive, but suspected down by gossip.
+    pub suspect: bool,
 }
 
 /// Gossip's opinion of the members, counted.
@@ -281,7 +283,7 @@ impl Node {
     /// Every member this node knows of, with what it knows about each.
     pub fn servers(&self) -> Vec<ServerInfo> {
         let committed_offset = self.committed_offset();
-        let (raft, members) = match &self.inner.writer {
+        let (raft, members, gossip) = match &self.inner.writer {
             Writer::Standalone(_) => {
                 return vec![ServerInfo {
                     id: self.inner.config.node_id.clone(),
@@ -294,9 +296,14 @@ impl Node {
                     commit_index: 0,
                     applied_index: 0,
                     replication_lag: None,
+                    suspect: false,
                 }]
             }
-            Writer::Replicated { raft, members, .. } => (raft, members.borrow().clone()),
+            Writer::Replicated {
+                raft,
+                members,
+                gossip,
+            } => (raft, members.borrow().clone(), gossip.borrow().clone()),
         };
         let status = self.raft_status().unwrap_or_default();
         let metrics = raft.raft().metrics().borrow().clone();
@@ -338,6 +345,7 @@ impl Node {
                         .find(|(follower, _)| *follower == id)
                         .map(|(_, lag)| *lag)
                         .or((status.is_leader && id == metrics.id).then_some(0)),
+                    suspect: gossip.get(id).is_some_and(|m| m.alive && m.suspect),
                 }
             })
             .collect()

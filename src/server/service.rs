@@ -390,6 +390,7 @@ impl log_server::Log for LogService {
                     commit_index: s.commit_index,
                     applied_index: s.applied_index,
                     replication_lag: s.replication_lag,
+                    suspect: s.suspect,
                 })
                 .collect();
             Ok(Response::new(proto::GetServersResponse { servers }))
