@@ -113,6 +113,7 @@ impl StoreConfig {
         entries.segment_bytes_max = ENTRY_SEGMENT_BYTES;
         entries.index_bytes_max = ENTRY_INDEX_BYTES;
         entries.sync = data.sync;
+        entries.metrics = data.metrics.clone();
         StoreConfig {
             data,
             entries,
@@ -578,6 +579,11 @@ impl Store {
     /// election and grants no vote to a candidate whose last log id is below it.
     pub fn vote_floor(&self) -> watch::Receiver<Option<LogId>> {
         self.inner.floor.subscribe()
+    }
+
+    /// The last committed log id this replica knows of (persisted with the applied state).
+    pub fn committed_log_id(&self) -> Option<LogId> {
+        self.inner.committed_log_id()
     }
 
     /// The last applied log id.

@@ -6,14 +6,18 @@
 
 mod convert;
 mod member;
+mod metrics;
 mod node;
 mod raft_rpc;
 mod service;
 
 pub use convert::status_from_log_error;
 pub use member::{start_member, Member, MemberError};
+pub use metrics::render as render_metrics;
+#[cfg(not(madsim))]
+pub use metrics::serve_metrics;
+pub use node::{GossipCounts, PendingWrite, RaftStatus, ServerInfo};
 pub use node::{Node, NodeError};
-pub use node::{PendingWrite, ServerInfo};
 pub use raft_rpc::{GrpcRaftTransport, RaftRpcService};
 pub use service::LogService;
 
