@@ -21,7 +21,7 @@ use std::time::Duration;
 use loghouse::config::NodeConfig;
 use loghouse::io::{Clock, Disk, SimDisk, SimDiskFaults};
 use loghouse::raft::types::{BasicNode, NodeId};
-use loghouse::server::Node;
+use loghouse::server::{Node, ServerError};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use openraft::{RaftMetrics, ServerState};
@@ -354,7 +354,8 @@ async fn run_node(
 }
 
 /// A cluster member: start gossip and Raft over the recovered store (retrying while that
-/// fails), publish its Raft metrics, then serve.
+/// fails), publish its Raft metrics, then serve; start again when Raft stops on its own (as
+/// `loghouse serve` does: the store repairs damage when it reopens).
 async fn run_member(
     index: usize,
     addr: SocketAddr,
@@ -363,6 +364,24 @@ async fn run_member(
     clock: Arc<SkewedClock>,
     shared: Arc<Shared>,
 ) {
+    loop {
+        let stopped = serve_member(index, addr, &config, &disk, &clock, &shared).await;
+        if !stopped {
+            return;
+        }
+        tokio::time::sleep(REOPEN_DELAY).await;
+    }
+}
+
+/// One life of a member; true when it ended because Raft stopped on its own.
+async fn serve_member(
+    index: usize,
+    addr: SocketAddr,
+    config: &NodeConfig,
+    disk: &SimDisk,
+    clock: &Arc<SkewedClock>,
+    shared: &Arc<Shared>,
+) -> bool {
     let member = loop {
         let disk: Arc<dyn Disk> = Arc::new(disk.clone());
         match loghouse::server::start_member(config.clone(), disk, clock.clone(), addr.to_string())
@@ -390,9 +409,18 @@ async fn run_member(
     shared.metrics.lock().insert(index, raft.metrics());
     tokio::spawn(watch_metrics(index, raft.metrics(), shared.clone()));
     // Gossip runs as long as this task does (a kill drops both).
-    let _membership = member.membership;
-    if let Err(error) = loghouse::server::serve(node, addr, std::future::pending()).await {
-        shared.event(format!("node {index} serve failed: {error}"));
+    let membership = member.membership;
+    match loghouse::server::serve(node, addr, std::future::pending()).await {
+        Err(ServerError::RaftStopped(reason)) => {
+            shared.event(format!("node {index} restarts: raft stopped: {reason}"));
+            membership.shutdown().await;
+            true
+        }
+        Err(error) => {
+            shared.event(format!("node {index} serve failed: {error}"));
+            false
+        }
+        Ok(()) => false,
     }
 }
 

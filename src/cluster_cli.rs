@@ -35,6 +35,9 @@ pub struct UpArgs {
     /// --dir DIR` with at least N nodes; made here if DIR has no ca.pem).
     #[arg(long, value_name = "DIR")]
     secure: Option<PathBuf>,
+    /// Node i serves metrics (HTTP, `/metrics`) on 127.0.0.1:METRICS_BASE_PORT+i [default: off]
+    #[arg(long)]
+    metrics_base_port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -64,6 +67,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(dir) => secure_args(dir, args.nodes)?,
             None => Vec::new(),
         },
+        metrics_base_port: args.metrics_base_port,
     };
     let mut cluster = LocalCluster::start(spec)?;
     for id in 1..=cluster.spec.nodes {
@@ -74,6 +78,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             cluster.data_dir(id).display(),
             cluster.log_path(id).display()
         );
+        if let Some(addr) = cluster.metrics_addr(id) {
+            println!("        metrics http://{addr}/metrics");
+        }
     }
     let tls = match &args.secure {
         Some(dir) => {
@@ -144,12 +151,23 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let tls = args.tls.load()?;
     let client = Client::connect_with(&args.addr, tls.as_ref()).await?;
     let servers = client.servers().await?;
+    // The leader reports how far behind its last entry each member's log is.
+    let mut lag_by_id = std::collections::BTreeMap::new();
+    if let Some(leader) = servers.iter().find(|s| s.is_leader) {
+        if let Ok(leader) = Client::connect_with(&leader.rpc_addr, tls.as_ref()).await {
+            for server in leader.servers().await.unwrap_or_default() {
+                if let Some(lag) = server.replication_lag {
+                    lag_by_id.insert(server.id, lag);
+                }
+            }
+        }
+    }
     println!(
-        "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12}",
-        "ID", "ADDRESS", "ROLE", "ALIVE", "TERM", "COMMITTED"
+        "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12} {:>10} {:>10} {:>8}",
+        "ID", "ADDRESS", "ROLE", "GOSSIP", "TERM", "COMMITTED", "COMMIT_IDX", "APPLIED", "LAG"
     );
     for server in servers {
-        // Each member reports its own term and committed offset.
+        // Each member reports its own term, committed offset and Raft indexes.
         let own = match Client::connect_with(&server.rpc_addr, tls.as_ref()).await {
             Ok(member) => member
                 .servers()
@@ -165,14 +183,31 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         } else {
             "learner"
         };
-        let (term, committed) = match &own {
-            Some(own) => (own.term.to_string(), own.committed_offset.to_string()),
-            None => ("-".into(), "unreachable".into()),
+        let (term, committed, commit_index, applied) = match &own {
+            Some(own) => (
+                own.term.to_string(),
+                own.committed_offset.to_string(),
+                own.commit_index.to_string(),
+                own.applied_index.to_string(),
+            ),
+            None => ("-".into(), "unreachable".into(), "-".into(), "-".into()),
         };
+        let gossip = match (server.alive, server.suspect) {
+            (true, false) => "up",
+            (true, true) => "suspect",
+            (false, _) => "down",
+        };
+        let lag = lag_by_id
+            .get(&server.id)
+            .map_or_else(|| "-".to_string(), u64::to_string);
         println!(
-            "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12}",
-            server.id, server.rpc_addr, role, server.alive, term, committed
+            "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12} {:>10} {:>10} {:>8}",
+            server.id, server.rpc_addr, role, gossip, term, committed, commit_index, applied, lag
         );
     }
+    println!(
+        "COMMITTED is a client offset (records); COMMIT_IDX, APPLIED and LAG (behind the \
+         leader's last entry) count Raft entries."
+    );
     Ok(())
 }

@@ -33,6 +33,14 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Replication: absent for a standalone node (no Raft, no gossip).
     pub cluster: Option<ClusterConfig>,
+    /// Where the metrics endpoint (HTTP, `GET /metrics` in Prometheus text format) listens.
+    /// None (the default): no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The log filter (`info`, `loghouse=debug,warn`, ...) when neither `--log-level` nor
+    /// `RUST_LOG` says one. Default `info`.
+    pub log_level: Option<String>,
+    /// `human` (default) or `json` logs on stderr.
+    pub log_format: Option<String>,
     /// TLS, ACL and gossip key files (read at start-up into `secrets`).
     pub security: SecurityConfig,
     /// The material `security` names, loaded by [`NodeConfig::load_security`] (or set directly,
@@ -64,6 +72,9 @@ pub struct SecurityConfig {
     /// A file holding the gossip key in hex.
     pub gossip_key_file: Option<PathBuf>,
 }
+
+/// The log formats `log_format` / `--log-format` accept (`text` is `human`'s old name).
+pub const LOG_FORMATS: [&str; 3] = ["human", "text", "json"];
 
 /// A replicated node. Its `node_id` (the node's) must then be a nonzero integer. A node started
 /// with `bootstrap` (or with an empty `join` list) starts a new cluster of itself if it has no
@@ -263,6 +274,9 @@ impl Default for NodeConfig {
             cluster: None,
             security: SecurityConfig::default(),
             secrets: Secrets::default(),
+            metrics_listen: None,
+            log_level: None,
+            log_format: None,
         }
     }
 }
@@ -319,6 +333,7 @@ impl NodeConfig {
             sync,
             retention_bytes_max: self.retention_bytes_max,
             retention_ms_max: self.retention_ms_max,
+            metrics: None,
         };
         config
             .validate()
@@ -348,6 +363,19 @@ impl NodeConfig {
         }
         if self.node_id.is_empty() {
             return Err(ConfigError::Invalid("node_id must not be empty".into()));
+        }
+        if let Some(format) = &self.log_format {
+            if !LOG_FORMATS.contains(&format.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "log_format = {format:?} must be \"human\" or \"json\""
+                )));
+            }
+        }
+        if self.metrics_listen.is_some() && self.metrics_listen == Some(self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_listen = {} is the gRPC listen address; give the metrics endpoint its own",
+                self.listen
+            )));
         }
         self.validate_security()?;
         if let Some(cluster) = &self.cluster {
@@ -603,6 +631,20 @@ mod tests {
             Limits::default().batch_records_max
         );
         assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        assert_eq!(
+            config.metrics_listen, None,
+            "the metrics endpoint is off by default"
+        );
+        let config: NodeConfig = toml::from_str(
+            "metrics_listen = \"127.0.0.1:9464\"\nlog_level = \"debug\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(config.log_level.as_deref(), Some("debug"));
+        config.validate().unwrap();
     }
 
     #[test]
@@ -618,6 +660,12 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("sometimes"), "{err}");
+        let config = NodeConfig {
+            log_format: Some("xml".into()),
+            ..NodeConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("log_format"), "{err}");
         let mut config = NodeConfig::default();
         config.limits.message_bytes_max = 1000;
         assert!(config

@@ -8,6 +8,7 @@ pub mod config;
 pub mod io;
 pub mod log;
 pub mod membership;
+pub mod metrics;
 pub mod raft;
 pub mod security;
 pub mod server;

@@ -14,24 +14,21 @@ use futures::StreamExt;
 use loghouse::client::{Client, Start, TlsOptions};
 use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
 use loghouse::io::{StdDisk, SystemClock};
-use loghouse::server::Node;
+use loghouse::server::{Node, ServerError};
 
 mod cluster_cli;
 
 #[derive(Parser)]
 #[command(name = "loghouse", version, about = "A distributed commit log")]
 struct Cli {
-    /// Log filter (e.g. `info`, `loghouse=debug`); RUST_LOG works too.
-    #[arg(long, env = "LOGHOUSE_LOG", default_value = "info", global = true)]
-    log: String,
-    /// `text` or `json` logs on stderr.
-    #[arg(
-        long,
-        env = "LOGHOUSE_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
-    log_format: String,
+    /// Log filter (e.g. `info`, `loghouse=debug,warn`). Wins over RUST_LOG, which wins over the
+    /// config file's `log_level` [default: info]
+    #[arg(long, visible_alias = "log", env = "LOGHOUSE_LOG_LEVEL", global = true)]
+    log_level: Option<String>,
+    /// `human` or `json` logs on stderr (flag, then the config file's `log_format`)
+    /// [default: human]
+    #[arg(long, env = "LOGHOUSE_LOG_FORMAT", global = true)]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,6 +131,10 @@ struct ServeArgs {
     /// A file with the shared gossip key in hex: gossip datagrams are authenticated.
     #[arg(long, env = "LOGHOUSE_GOSSIP_KEY_FILE")]
     gossip_key_file: Option<PathBuf>,
+    /// Serve metrics (Prometheus text format, `GET /metrics`) over HTTP on this address
+    /// [default: off]
+    #[arg(long, env = "LOGHOUSE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -198,7 +199,22 @@ enum BenchCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log, &cli.log_format)?;
+    // `serve --config FILE` may set the log level and format too (flags win). A file that does
+    // not parse is reported by `serve` itself, after logging starts.
+    let from_file = match &cli.command {
+        Command::Serve(args) => {
+            (args.config.as_ref()).and_then(|p| NodeConfig::from_toml_file(p).ok())
+        }
+        _ => None,
+    };
+    let (file_level, file_format) = from_file
+        .map(|c| (c.log_level, c.log_format))
+        .unwrap_or_default();
+    init_tracing(
+        cli.log_level.as_deref(),
+        file_level.as_deref(),
+        cli.log_format.or(file_format).as_deref().unwrap_or("human"),
+    )?;
     let command = match cli.command {
         // The storage benchmark builds its own runtimes (one per row).
         Command::Bench(BenchCommand::Log(options)) => return loghouse::bench::log::run(options),
@@ -228,17 +244,36 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn init_tracing(filter: &str, format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .with_context(|| format!("invalid log filter {filter:?}"))?;
+/// Logs on stderr. The filter: `--log-level` (or LOGHOUSE_LOG_LEVEL), else RUST_LOG, else the
+/// config file's `log_level`, else `info`. `human` is one line per event with the span
+/// context (`produce_batch{records=64 bytes=65536 first_offset=128}: ...`); `json` is one
+/// object per line with the event's fields and its spans' fields (`span`, `spans`).
+fn init_tracing(flag: Option<&str>, file: Option<&str>, format: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (flag, std::env::var(EnvFilter::DEFAULT_ENV)) {
+        (Some(flag), _) => {
+            EnvFilter::try_new(flag).with_context(|| format!("invalid --log-level {flag:?}"))?
+        }
+        (None, Ok(env)) => {
+            EnvFilter::try_new(&env).with_context(|| format!("invalid RUST_LOG {env:?}"))?
+        }
+        (None, Err(_)) => {
+            let level = file.unwrap_or("info");
+            EnvFilter::try_new(level).with_context(|| format!("invalid log_level {level:?}"))?
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        "text" => builder.init(),
-        "json" => builder.json().init(),
-        other => anyhow::bail!("invalid --log-format {other:?}: expected text or json"),
+        "human" | "text" => builder.init(),
+        "json" => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        other => anyhow::bail!("invalid --log-format {other:?}: expected human or json"),
     }
     Ok(())
 }
@@ -286,6 +321,9 @@ fn node_config(args: ServeArgs) -> anyhow::Result<NodeConfig> {
             cluster.voters_target = v;
         }
     }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
     config.load_security()?;
     config.validate()?;
     Ok(config)
@@ -327,13 +365,53 @@ fn certs(args: CertsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+/// A member whose Raft stops on its own (damage found in its log, a storage failure) is started
+/// again, this many times at most in a row: its store repairs damage when it reopens.
+const RAFT_RESTARTS_MAX: u32 = 10;
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = node_config(args)?;
+    let mut restarts = 0;
+    loop {
+        match serve_once(config.clone()).await {
+            Err(Stop::RaftStopped(reason)) if restarts < RAFT_RESTARTS_MAX => {
+                restarts += 1;
+                tracing::warn!(%reason, restarts, "raft stopped; starting the member again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(Stop::RaftStopped(reason)) => {
+                anyhow::bail!("raft stopped {restarts} times in a row; giving up: {reason}")
+            }
+            Err(Stop::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+enum Stop {
+    RaftStopped(String),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Stop {
+    fn from(error: E) -> Self {
+        Stop::Failed(error.into())
+    }
+}
+
+async fn serve_once(config: NodeConfig) -> Result<(), Stop> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?.to_string();
+    let metrics_listener = match config.metrics_listen {
+        Some(metrics_addr) => Some(
+            tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics_addr}"))?,
+        ),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let (disk, clock) = (Arc::new(StdDisk), Arc::new(SystemClock));
     let (node, membership) = if config.cluster.is_some() {
@@ -351,10 +429,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sync = %node.log().config().sync,
         "loghouse node ready"
     );
+    // The endpoint stops when the node begins to shut down.
+    #[cfg(not(madsim))]
+    if let Some(metrics_listener) = metrics_listener {
+        tokio::spawn(loghouse::server::serve_metrics(
+            node.clone(),
+            metrics_listener,
+        ));
+    }
+    #[cfg(madsim)]
+    drop(metrics_listener);
     // madsim-tonic serves on an address, not a listener (the binary is only compiled there).
     #[cfg(madsim)]
     let listener = listener.local_addr()?;
-    loghouse::server::serve(node, listener, shutdown_signal()).await?;
+    match loghouse::server::serve(node, listener, shutdown_signal()).await {
+        Err(ServerError::RaftStopped(reason)) => {
+            if let Some(membership) = membership {
+                membership.shutdown().await;
+            }
+            return Err(Stop::RaftStopped(reason));
+        }
+        result => result?,
+    }
     if let Some(membership) = membership {
         membership.leave().await;
     }
@@ -559,6 +655,23 @@ async fn info(args: AddrArgs) -> anyhow::Result<()> {
     println!("size            {} bytes", info.size_bytes);
     println!("segments        {}", info.segment_count);
     println!("sync policy     {}", info.sync_policy);
+    // Counters since the answering node started (as on its metrics endpoint).
+    println!(
+        "produced        {} records, {} bytes",
+        info.produce_records, info.produce_bytes
+    );
+    println!(
+        "consumed        {} records, {} bytes",
+        info.consume_records, info.consume_bytes
+    );
+    let mean_ms = match info.fsync_count {
+        0 => 0.0,
+        n => info.fsync_seconds_total * 1e3 / n as f64,
+    };
+    println!(
+        "fsyncs          {} (mean {mean_ms:.3} ms)",
+        info.fsync_count
+    );
     Ok(())
 }
 

@@ -163,12 +163,21 @@ async fn a_crashed_node_is_seen_down_after_the_suspicion_timeout() {
             "node 3 declared down at once"
         );
     }
+    // SWIM suspects before it declares down: the view shows node 3 alive but suspect (what the
+    // `loghouse_gossip_members{state="suspect"}` metric counts) for the suspicion timeout.
+    wait_view(
+        &mut nodes[0].view(),
+        Duration::from_secs(8),
+        "node 3 suspected",
+        |v| v.get(3).is_some_and(|m| m.alive && m.suspect),
+    )
+    .await;
     for node in &nodes {
         let took = wait_view(
             &mut node.view(),
             Duration::from_secs(8),
             "node 3 down",
-            |v| v.get(3).is_some_and(|m| !m.alive),
+            |v| v.get(3).is_some_and(|m| !m.alive && !m.suspect),
         )
         .await;
         let since_crash = crashed_at.elapsed();

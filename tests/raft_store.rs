@@ -1002,3 +1002,60 @@ async fn a_single_node_raft_commits_applies_and_restarts_over_the_store() {
     );
     raft.shutdown().await.unwrap();
 }
+
+// ---- repair after damage (src/raft/store/repair.rs) ----
+
+/// The first client offset the data log cannot read back.
+fn first_unreadable(store: &Store) -> Option<u64> {
+    let data = store.data_log();
+    (data.lowest_offset()..data.next_offset()).find(|&o| data.read(o).is_err())
+}
+
+#[tokio::test]
+async fn a_damaged_entry_is_dropped_with_its_successors_and_the_vote_floor_holds_until_caught_up() {
+    let disk = SimDisk::new(11);
+    let dir = Path::new("/n");
+    let store = open(Arc::new(disk.clone()), dir);
+    let mut ls = store.log_store();
+    let entries: Vec<Entry> = (0..8).map(|i| normal(2, i, 3, 200)).collect();
+    ls.blocking_append(entries.clone()).await.unwrap();
+    ls.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    drop((ls, store));
+    // A flipped bit in the last record of the first (sealed) data segment.
+    let segment = dir.join("data").join("00000000000000000000.store");
+    let len = disk.file_len_durable(&segment).expect("first data segment");
+    disk.flip_bit(&segment, len - 1, 3).unwrap();
+
+    let store = open(Arc::new(disk.clone()), dir);
+    let damaged_offset = first_unreadable(&store).expect("the flip is detected");
+    let damaged = damaged_offset / 3;
+    assert!(damaged < 7, "the flip hit entry {damaged}");
+    let mut ls = store.log_store();
+    let error = ls.try_get_log_entries(0..).await.unwrap_err();
+    assert!(error.to_string().contains("damaged"), "{error}");
+    assert_eq!(*store.vote_floor().borrow(), Some(lid(2, 7)));
+    drop((ls, store));
+
+    // Reopened: the log ends before the damaged entry, the floor stays, the vote is no longer
+    // committed (openraft would otherwise restart this node as the term's leader).
+    let store = open(Arc::new(disk.clone()), dir);
+    let mut ls = store.log_store();
+    assert_eq!(all_entries(&mut ls).await, entries[..damaged as usize]);
+    assert_eq!(store.data_log().next_offset(), damaged * 3);
+    assert_reconciled(&store);
+    assert_eq!(*store.vote_floor().borrow(), Some(lid(2, 7)));
+    assert_eq!(ls.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+
+    // Catching up below the floor keeps it; reaching it clears it, durably.
+    ls.blocking_append(entries[damaged as usize..7].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(*store.vote_floor().borrow(), Some(lid(2, 7)));
+    ls.blocking_append(entries[7..].to_vec()).await.unwrap();
+    assert_eq!(*store.vote_floor().borrow(), None);
+    assert_eq!(all_entries(&mut ls).await, entries);
+    drop((ls, store));
+    let store = open(Arc::new(disk.clone()), dir);
+    assert_eq!(*store.vote_floor().borrow(), None);
+    assert_reconciled(&store);
+}

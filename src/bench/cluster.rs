@@ -73,6 +73,7 @@ pub async fn run(options: ClusterBenchOptions) -> anyhow::Result<()> {
             Some(path) => vec!["--config".into(), path.display().to_string()],
             None => Vec::new(),
         },
+        metrics_base_port: None,
     };
     let mut cluster = LocalCluster::start(spec)?;
     let formed = Instant::now();

@@ -20,6 +20,8 @@ pub struct LocalClusterSpec {
     /// Extra `serve` arguments for every member; `{id}` in them becomes the member's id (e.g.
     /// `--tls-cert certs/node-{id}.pem`).
     pub extra_args: Vec<String>,
+    /// Member i serves metrics on 127.0.0.1:(this + i) when set.
+    pub metrics_base_port: Option<u16>,
 }
 
 pub struct LocalCluster {
@@ -60,6 +62,12 @@ impl LocalCluster {
         self.spec.dir.join(format!("node-{id}.log"))
     }
 
+    /// Where member `id` serves metrics, if the spec asks for it.
+    pub fn metrics_addr(&self, id: u16) -> Option<String> {
+        let base = self.spec.metrics_base_port?;
+        Some(format!("127.0.0.1:{}", base + id))
+    }
+
     pub fn pid(&self, id: u16) -> Option<u32> {
         self.children[usize::from(id - 1)].as_ref().map(Child::id)
     }
@@ -81,6 +89,10 @@ impl LocalCluster {
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args((self.spec.extra_args.iter()).map(|arg| arg.replace("{id}", &id.to_string())))
+            .args(
+                self.metrics_addr(id)
+                    .map(|addr| format!("--metrics-listen={addr}")),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         if id == 1 {

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::error::LogError;
+use crate::metrics::LogMetrics;
 
 /// When appended bytes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +69,9 @@ pub struct LogConfig {
     pub retention_bytes_max: Option<u64>,
     /// Drop segments whose newest record is older than this (None: keep all).
     pub retention_ms_max: Option<u64>,
+    /// Where the log counts its fsyncs and their latency (None: not counted). How the figures
+    /// are exported is not the log's business.
+    pub metrics: Option<Arc<LogMetrics>>,
 }
 
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -86,6 +91,7 @@ impl LogConfig {
             sync: SyncPolicy::Always,
             retention_bytes_max: None,
             retention_ms_max: None,
+            metrics: None,
         }
     }
 

@@ -233,15 +233,32 @@ impl Log {
                 state.truncations,
             )
         };
+        // Monotonic time through tokio::time: madsim's simulated clock in the simulation.
+        let started = self
+            .config
+            .metrics
+            .as_ref()
+            .map(|_| tokio::time::Instant::now());
         if let Err(e) = file.sync_data() {
             return Err(self.poison(LogError::io(format!("sync {}", path.display()), e)));
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        if let (Some(metrics), Some(started)) = (&self.config.metrics, started) {
+            metrics.fsyncs.inc();
+            metrics.fsync_seconds.observe(started.elapsed());
+        }
         let state = self.state.read();
         if state.truncations == truncations {
             self.durable.fetch_max(next, Ordering::SeqCst);
         }
         Ok(self.durable.load(Ordering::SeqCst))
+    }
+
+    /// Checks the log's last record (see `Segment::check_tail`): for callers that cut the log
+    /// at a point they cannot otherwise verify (repairing a replica after damage).
+    pub fn check_tail(&self) -> Result<(), LogError> {
+        let state = self.read_state()?;
+        state.active().check_tail(self.config.record_bytes_max)
     }
 
     pub fn read(&self, offset: u64) -> Result<Record, LogError> {

@@ -503,6 +503,43 @@ impl Segment {
         self.decode_all(buf, start, offset, count as usize, record_bytes_max)
     }
 
+    /// Checks that the last record reads back whole (length, CRC, offset) and that its frame
+    /// ends exactly where the store does: after a truncation whose cut point came from the
+    /// index, a damaged index entry shows up here instead of as a hole or garbage later.
+    pub fn check_tail(&self, record_bytes_max: u32) -> Result<(), LogError> {
+        if let Some(damage) = self.damage.as_ref().filter(|d| d.offset < self.next) {
+            return Err(self.corrupt(damage.position, damage.reason.clone()));
+        }
+        if self.next == self.base {
+            if self.store_bytes != 0 {
+                return Err(self.corrupt(0, "an empty segment has bytes in its store".into()));
+            }
+            return Ok(());
+        }
+        let last = self.next - 1;
+        let start = self.entry(last - self.base)?.position;
+        if start >= self.store_bytes {
+            return Err(self.corrupt(
+                start,
+                format!("index entry of record {last} is past the store's end"),
+            ));
+        }
+        let buf = self.read_range(start, self.store_bytes)?;
+        let (record, frame_bytes) = record::decode(&buf, record_bytes_max)
+            .map_err(|e| self.corrupt(start, e.to_string()))?;
+        if record.offset != last || frame_bytes != buf.len() {
+            return Err(self.corrupt(
+                start,
+                format!(
+                    "the last frame holds record {} of {frame_bytes} bytes, expected record {last} of {} bytes",
+                    record.offset,
+                    buf.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn read_range(&self, start: u64, end: u64) -> Result<Bytes, LogError> {
         let len = usize::try_from(end - start)
             .map_err(|_| self.corrupt(start, "read range too large".into()))?;
@@ -602,6 +639,16 @@ impl Segment {
             Some(e) => e.position,
             None => self.store_bytes,
         };
+        if cut_at > self.store_bytes {
+            // A damaged index entry: cutting there would grow the file instead.
+            return Err(self.corrupt(
+                cut_at,
+                format!(
+                    "index entry {keep} points past the store's end ({})",
+                    self.store_bytes
+                ),
+            ));
+        }
         let context = || format!("truncate {}", self.store_path.display());
         self.store
             .set_len(cut_at)

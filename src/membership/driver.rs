@@ -250,6 +250,13 @@ impl Driver {
             log_notification(self.node_id, &notification);
             changed |= self.view.apply(&notification, self.node_id, now_std);
         }
+        let suspects: Vec<u64> = self
+            .foca
+            .iter_members()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| m.id().node_id)
+            .collect();
+        changed |= self.view.set_suspects(&suspects);
         if changed {
             self.view_tx.send_replace(self.view.clone());
         }

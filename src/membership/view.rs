@@ -27,6 +27,9 @@ pub struct MemberInfo {
     pub gossip_addr: SocketAddr,
     /// `false` once gossip declared the member down or it left; `true` again when it rejoins.
     pub alive: bool,
+    /// Alive, but suspected down by some member (SWIM's suspicion: it is declared down unless
+    /// it refutes in time). For operators; membership decisions look at `alive` only.
+    pub suspect: bool,
     /// When this node saw `alive` take its current value (or first heard of the member). Taken
     /// from `tokio::time`, so the simulator controls it.
     pub since: Instant,
@@ -116,6 +119,20 @@ impl ClusterView {
         }
     }
 
+    /// Marks exactly the alive members in `suspects` as suspect. Returns whether anything
+    /// changed.
+    pub(crate) fn set_suspects(&mut self, suspects: &[u64]) -> bool {
+        let mut changed = false;
+        for (id, member) in self.members.iter_mut() {
+            let suspect = member.alive && suspects.contains(id);
+            if member.suspect != suspect {
+                member.suspect = suspect;
+                changed = true;
+            }
+        }
+        changed
+    }
+
     fn set_alive(&mut self, node_id: u64, alive: bool, now: Instant) -> bool {
         match self.members.get_mut(&node_id) {
             Some(m) if m.alive != alive => {
@@ -135,6 +152,7 @@ impl MemberInfo {
             rpc_addr: id.rpc_addr.clone(),
             gossip_addr: id.gossip_addr,
             alive,
+            suspect: false,
             since,
         }
     }
@@ -240,6 +258,23 @@ mod tests {
         let me = view.get(LOCAL).unwrap();
         assert!(!me.alive);
         assert_eq!(me.since, t1);
+    }
+
+    #[test]
+    fn suspects_are_alive_members_only() {
+        let (mut view, t0) = start();
+        view.apply(&N::MemberUp(id(2, 0, "rpc-2")), LOCAL, t0);
+        view.apply(&N::MemberUp(id(3, 0, "rpc-3")), LOCAL, t0);
+        view.apply(&N::MemberDown(id(3, 0, "rpc-3")), LOCAL, t0);
+        assert!(view.set_suspects(&[2, 3]));
+        assert!(view.get(2).unwrap().suspect);
+        assert!(
+            !view.get(3).unwrap().suspect,
+            "a down member is down, not suspect"
+        );
+        assert!(!view.set_suspects(&[2, 3]), "no change the second time");
+        assert!(view.set_suspects(&[]));
+        assert!(!view.get(2).unwrap().suspect);
     }
 
     #[test]

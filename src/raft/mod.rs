@@ -14,5 +14,6 @@ pub mod runtime;
 pub mod state_machine;
 pub mod store;
 pub mod types;
+pub mod vote_guard;
 
 pub use types::{ProduceAck, ProduceBatch, ProducerSeq, TypeConfig};

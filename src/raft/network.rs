@@ -22,7 +22,8 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::{BasicNode, NodeId, Raft, TypeConfig};
+use super::types::{BasicNode, LogId, NodeId, Raft, TypeConfig};
+use super::vote_guard::VoteGuard;
 
 /// Which Raft RPC a payload carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,16 +175,57 @@ impl RaftNetwork<TypeConfig> for Network {
 
 /// Serves one encoded request on the local Raft and encodes its `Result` (the server side of
 /// `Network::call`). A payload that does not decode is refused; it never reaches Raft.
-pub async fn handle_rpc(raft: &Raft, rpc: RaftRpc, payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
+/// A vote the `guard` refuses (a repaired replica's floor) is answered here, before Raft sees it.
+pub async fn handle_rpc(
+    raft: &Raft,
+    rpc: RaftRpc,
+    payload: &[u8],
+    guard: &VoteGuard,
+) -> Result<Vec<u8>, DecodeError> {
     let encoded = match rpc {
         RaftRpc::AppendEntries => encode(&raft.append_entries(decode(rpc, payload)?).await),
-        RaftRpc::Vote => encode(&raft.vote(decode(rpc, payload)?).await),
+        RaftRpc::Vote => {
+            let request: VoteRequest<NodeId> = decode(rpc, payload)?;
+            let others = {
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                membership
+                    .voter_ids()
+                    .filter(|id| *id != metrics.id)
+                    .collect()
+            };
+            let candidate = request.vote.leader_id().voted_for().unwrap_or_default();
+            match guard.refuse(candidate, request.last_log_id, &others) {
+                Some(floor) => {
+                    let refusal = refuse_below_floor(raft, &request, floor);
+                    encode(&Ok::<_, RaftError<NodeId>>(refusal))
+                }
+                None => encode(&raft.vote(request).await),
+            }
+        }
         RaftRpc::InstallSnapshot => encode(&raft.install_snapshot(decode(rpc, payload)?).await),
     };
     encoded.map_err(|e| DecodeError {
         rpc,
         message: format!("encoding the answer: {e}"),
     })
+}
+
+/// A refusal as Raft would give it to a candidate with a shorter log: our vote, not granted, and
+/// the floor as our last log id (the candidate then waits before its next election).
+fn refuse_below_floor(
+    raft: &Raft,
+    request: &VoteRequest<NodeId>,
+    floor: LogId,
+) -> VoteResponse<NodeId> {
+    tracing::info!(candidate = %request.vote, %floor, "vote refused: this replica is repairing its log up to its vote floor");
+    let vote = raft.metrics().borrow().vote;
+    VoteResponse {
+        vote,
+        vote_granted: false,
+        last_log_id: Some(floor),
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {

@@ -11,7 +11,7 @@ use super::controller::{self, ControllerConfig, MemberView};
 use super::network::{NetworkFactory, RaftTransport};
 use super::proposer::{Proposer, ProposerLimits};
 use super::store::{Store, StoreConfig, StoreError};
-use super::types::{BasicNode, NodeId, Raft};
+use super::types::{BasicNode, LogId, NodeId, Raft};
 use crate::io::{Clock, Disk};
 
 /// Raft timing, in milliseconds.
@@ -99,7 +99,12 @@ impl RaftNode {
         }
         let proposer = Proposer::start(raft.clone(), clock, config.proposer);
         tokio::spawn(controller::run(raft.clone(), members, config.controller));
-        tokio::spawn(break_election_ties(raft.clone(), config.timing));
+        tokio::spawn(follow_vote_floor(raft.clone(), store.vote_floor()));
+        tokio::spawn(break_election_ties(
+            raft.clone(),
+            store.vote_floor(),
+            config.timing,
+        ));
         if retention {
             let interval = Duration::from_millis(config.retention_check_ms);
             tokio::spawn(retention_loop(raft.clone(), store.clone(), interval));
@@ -135,6 +140,22 @@ impl RaftNode {
     /// The leader this node knows of: (id, gRPC address).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         super::proposer::known_leader(&self.raft.metrics().borrow())
+    }
+
+    /// Completes when Raft stops on its own (a storage failure, damage found: see
+    /// `store::repair`), with the reason; never after a `shutdown`.
+    pub fn stopped(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut metrics = self.raft.metrics();
+        async move {
+            let reason = match metrics.wait_for(|m| m.running_state.is_err()).await {
+                Ok(m) => m.running_state.as_ref().err().map(|e| e.to_string()),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Stops Raft and closes the store (its logs are synced on close).
@@ -180,11 +201,30 @@ async fn retention_loop(raft: Raft, store: Store, interval: Duration) {
     }
 }
 
+/// Elections stay off while the store has a vote floor (a repaired replica must not lead or
+/// vote itself in with a log shorter than the one it had: see `store::repair`).
+async fn follow_vote_floor(raft: Raft, mut floor: watch::Receiver<Option<LogId>>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let repairing = floor.borrow_and_update().is_some();
+        raft.runtime_config().elect(!repairing);
+        tokio::select! {
+            biased;
+            changed = floor.changed() => if changed.is_err() { return },
+            _ = metrics.wait_for(|m| m.running_state.is_err()) => return,
+        }
+    }
+}
+
 /// openraft 0.9 draws a node's election timeout once, when its Raft starts. Two voters that
 /// drew nearly the same one (say after restarting together) can then split every vote, round
 /// after round, for ever (simulation seed 10109 at N = 3). So: while no leader is known for two
 /// `election_timeout_max_ms`, start an election after a delay that differs per node and term.
-async fn break_election_ties(raft: Raft, timing: RaftTiming) {
+async fn break_election_ties(
+    raft: Raft,
+    floor: watch::Receiver<Option<LogId>>,
+    timing: RaftTiming,
+) {
     let period = Duration::from_millis(timing.election_timeout_max_ms);
     let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
@@ -195,7 +235,7 @@ async fn break_election_ties(raft: Raft, timing: RaftTiming) {
         }
         let membership = metrics.membership_config.membership();
         let is_voter = membership.voter_ids().any(|id| id == metrics.id);
-        if metrics.current_leader.is_some() || !is_voter {
+        if metrics.current_leader.is_some() || !is_voter || floor.borrow().is_some() {
             leaderless_since = None;
             continue;
         }
@@ -205,8 +245,8 @@ async fn break_election_ties(raft: Raft, timing: RaftTiming) {
         }
         let delay_ms = tie_break_delay_ms(metrics.id, metrics.current_term, timing);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        if raft.metrics().borrow().current_leader.is_none() && raft.trigger().elect().await.is_err()
-        {
+        let still_leaderless = raft.metrics().borrow().current_leader.is_none();
+        if still_leaderless && floor.borrow().is_none() && raft.trigger().elect().await.is_err() {
             return;
         }
         leaderless_since = None;

@@ -48,6 +48,11 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod repair;
+
+use repair::RepairFile;
+pub use repair::RepairState;
+
 use super::log_store::LogStore;
 use super::meta::SlotFile;
 use super::state_machine::StateMachine;
@@ -108,6 +113,7 @@ impl StoreConfig {
         entries.segment_bytes_max = ENTRY_SEGMENT_BYTES;
         entries.index_bytes_max = ENTRY_INDEX_BYTES;
         entries.sync = data.sync;
+        entries.metrics = data.metrics.clone();
         StoreConfig {
             data,
             entries,
@@ -140,6 +146,15 @@ pub enum StoreError {
     Poisoned(String),
     #[error("the raft store is closed")]
     Closed,
+    /// Repairing damage needs the logs opened again (see `store::repair`).
+    #[error("repairing damage needs the logs reopened: {0}")]
+    Reopen(String),
+    #[error("entry {index} is damaged ({source}); the replica drops its log from there when it restarts")]
+    Damaged {
+        index: u64,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 impl StoreError {
@@ -445,6 +460,10 @@ pub(crate) struct Inner {
     cache: Mutex<TailCache>,
     hwm: watch::Sender<u64>,
     closed: AtomicBool,
+    /// `raft/repair`: damage to repair at the next open, and the vote floor.
+    repair: Mutex<RepairFile>,
+    /// The vote floor, for the node and its Raft service.
+    floor: watch::Sender<Option<LogId>>,
 }
 
 impl Store {
@@ -452,6 +471,20 @@ impl Store {
     /// finished, the logs are reconciled, and the persisted applied and committed log ids are
     /// clamped to the log that survived.
     pub fn open(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        match Store::open_once(disk.clone(), clock.clone(), config.clone()) {
+            Err(StoreError::Reopen(why)) => {
+                tracing::warn!(%why, "opening the raft store again to finish a repair");
+                Store::open_once(disk, clock, config)
+            }
+            result => result,
+        }
+    }
+
+    fn open_once(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
         config: StoreConfig,
@@ -476,6 +509,8 @@ impl Store {
             ..TailCache::default()
         };
         let (hwm, _) = watch::channel(0);
+        let repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
+        let (floor, _) = watch::channel(repair.state.vote_floor);
         let inner = Inner {
             config,
             data: Arc::new(data),
@@ -495,8 +530,17 @@ impl Store {
             cache: Mutex::new(cache),
             hwm,
             closed: AtomicBool::new(false),
+            repair: Mutex::new(repair),
+            floor,
         };
-        inner.recover()?;
+        // Damage met while recovering is recorded (see `repair`): recovering again repairs it.
+        let mut attempts = 0;
+        while let Err(error) = inner.recover() {
+            attempts += 1;
+            if !matches!(error, StoreError::Damaged { .. }) || attempts > 3 {
+                return Err(error);
+            }
+        }
         Ok(Store {
             inner: Arc::new(inner),
         })
@@ -529,6 +573,17 @@ impl Store {
     /// The last log id in the log (or the purge point when it holds no entry).
     pub fn last_log_id(&self) -> Option<LogId> {
         self.inner.pos.lock().last_log_id()
+    }
+
+    /// The vote floor (see `store::repair`): while it is set, this replica stands for no
+    /// election and grants no vote to a candidate whose last log id is below it.
+    pub fn vote_floor(&self) -> watch::Receiver<Option<LogId>> {
+        self.inner.floor.subscribe()
+    }
+
+    /// The last committed log id this replica knows of (persisted with the applied state).
+    pub fn committed_log_id(&self) -> Option<LogId> {
+        self.inner.committed_log_id()
     }
 
     /// The last applied log id.
@@ -622,6 +677,7 @@ impl Inner {
             self.finish_reset(pending)?;
             self.meta.lock().update(|h| h.pending_reset = None)?;
         }
+        self.repair_at_open()?;
         self.reconcile()?;
         let hard = self.meta.lock().state.clone();
         let last = self.read_last()?;
@@ -663,8 +719,9 @@ impl Inner {
             committed,
         };
         sm.membership = hard.membership.clone();
+        drop(sm);
         self.hwm.send_replace(data_end);
-        Ok(())
+        self.clear_floor_if_reached()
     }
 
     /// Drops entry records whose data did not survive, then data records no entry accounts for.
@@ -681,8 +738,7 @@ impl Inner {
                 }
                 break base.data_end;
             }
-            let record = self.entries.read(next - 1).map_err(entry_log_err)?;
-            let meta = decode_meta(&record)?;
+            let (_, meta) = self.entry_meta(next - 1)?;
             if meta.data_end <= self.data.next_offset() {
                 break meta.data_end;
             }
@@ -731,9 +787,8 @@ impl Inner {
         if lowest == next {
             return Ok(None);
         }
-        let record = self.entries.read(next - 1).map_err(entry_log_err)?;
-        let meta = decode_meta(&record)?;
-        Ok(Some((log_id(record.term, record.offset), meta.data_end)))
+        let (id, meta) = self.entry_meta(next - 1)?;
+        Ok(Some((id, meta.data_end)))
     }
 
     /// The data boundary right after entry `index`, from its record, or from the purge point,
@@ -767,8 +822,11 @@ impl Inner {
         if let Some(c) = self.cache.lock().get(index) {
             return Ok((c.entry.log_id, c.meta.clone()));
         }
-        let record = self.entries.read(index).map_err(entry_log_err)?;
-        Ok((log_id(record.term, record.offset), decode_meta(&record)?))
+        let read = || {
+            let record = self.entries.read(index).map_err(entry_log_err)?;
+            Ok((log_id(record.term, record.offset), decode_meta(&record)?))
+        };
+        read().map_err(|e| self.damaged(index, e))
     }
 
     /// Entries in `[start, end)` that are present (neither purged nor past the end), stopping
@@ -809,12 +867,14 @@ impl Inner {
             let records = self
                 .entries
                 .read_batch(index, (stop - index) as usize, READ_CHUNK_BYTES)
-                .map_err(entry_log_err)?;
+                .map_err(|e| self.damaged(index, entry_log_err(e)))?;
             for record in records {
                 if record.offset >= stop || full(bytes, out.len()) {
                     break;
                 }
-                let entry = self.rebuild(&record)?;
+                let entry = self
+                    .rebuild(&record)
+                    .map_err(|e| self.damaged(record.offset, e))?;
                 bytes += payload_bytes(&entry);
                 out.push(entry);
                 index = record.offset + 1;
@@ -927,7 +987,8 @@ impl Inner {
             }
             // Blank and Membership entries add no client record: no data fsync then.
             let data_unsynced = self.data.durable_offset() < self.data.next_offset();
-            sync_both(data_unsynced.then_some(&*self.data), &self.entries)
+            sync_both(data_unsynced.then_some(&*self.data), &self.entries)?;
+            self.clear_floor_if_reached()
         })
     }
 
@@ -1392,7 +1453,7 @@ impl Inner {
         };
         self.applied_file.lock().write(&applied, AppliedSync::Now)?;
         self.hwm.send_replace(body.data_end);
-        Ok(())
+        self.clear_floor_if_reached()
     }
 
     // ---- retention, close ----

@@ -90,7 +90,16 @@ pub async fn start_member(
     let message_bytes_max = cluster.raft_message_bytes_max(&config.limits);
     let peer_tls = config.secrets.peer_client_tls();
     let transport = Arc::new(GrpcRaftTransport::new(message_bytes_max).with_tls(peer_tls));
-    let node = Node::open_replicated(config, raft_config, disk, clock, transport, members).await?;
+    let node = Node::open_replicated(
+        config,
+        raft_config,
+        disk,
+        clock,
+        transport,
+        members,
+        membership.view(),
+    )
+    .await?;
     Ok(Member { node, membership })
 }
 
@@ -122,9 +131,18 @@ fn member_view(mut view: watch::Receiver<ClusterView>) -> watch::Receiver<Member
     tokio::spawn(async move {
         while view.changed().await.is_ok() {
             let members = to_member_view(&view.borrow_and_update());
-            if sender.send(members).is_err() {
+            if sender.is_closed() {
                 return;
             }
+            // Gossip also publishes changes the controller does not see (a member suspected);
+            // pass on only what changes its input.
+            sender.send_if_modified(|current| {
+                let changed = *current != members;
+                if changed {
+                    *current = members;
+                }
+                changed
+            });
         }
     });
     receiver

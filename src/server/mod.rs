@@ -7,6 +7,7 @@
 mod auth;
 mod convert;
 mod member;
+mod metrics;
 mod node;
 mod raft_rpc;
 mod service;
@@ -14,8 +15,11 @@ mod service;
 pub use auth::{decisions as auth_decisions, Decisions as AuthDecisions, Guard};
 pub use convert::status_from_log_error;
 pub use member::{start_member, Member, MemberError};
+pub use metrics::render as render_metrics;
+#[cfg(not(madsim))]
+pub use metrics::serve_metrics;
+pub use node::{GossipCounts, PendingWrite, RaftStatus, ServerInfo};
 pub use node::{Node, NodeError};
-pub use node::{PendingWrite, ServerInfo};
 pub use raft_rpc::{GrpcRaftTransport, RaftRpcService};
 pub use service::LogService;
 
@@ -32,6 +36,10 @@ pub enum ServerError {
     Close(#[from] NodeError),
     #[error("building the reflection service failed: {0}")]
     Reflection(String),
+    /// Raft stopped on its own (damage found, a storage failure): the member served until it
+    /// had drained, and should be started again (its store repairs damage when it opens).
+    #[error("raft stopped: {0}")]
+    RaftStopped(String),
 }
 
 /// Serves `node` on `listener` until `shutdown` completes, then drains and closes the log.
@@ -54,7 +62,8 @@ pub async fn serve(
         .max_encoding_message_size(limits.message_bytes_max);
     // Without TCP_NODELAY every small response waits for the peer's delayed ACK (~40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let shutdown = stop_streams_on(node.clone(), shutdown);
+    let stop = StopReason::default();
+    let shutdown = stop_streams_on(node.clone(), stop.until_raft_stops(&node, shutdown));
     let raft_server = raft_server(&node);
     let tls = node.config().secrets.tls.as_ref();
     tracing::info!(node_id = %node.config().node_id, replicated = raft_server.is_some(),
@@ -72,8 +81,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     tracing::info!("stopped accepting; draining appends and closing the log");
-    node.shutdown().await?;
-    Ok(())
+    stop.into_result(node.shutdown().await)
 }
 
 /// Serves `node` on `addr` inside the simulation (madsim-tonic has no listener-based serve, no
@@ -85,36 +93,81 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let service = LogService::new(node.clone());
-    let shutdown = stop_streams_on(node.clone(), shutdown);
+    let stop = StopReason::default();
+    let shutdown = stop_streams_on(node.clone(), stop.until_raft_stops(&node, shutdown));
     tonic::transport::Server::builder()
         .add_service(LogServer::new(service))
         // (madsim-tonic ignores message size limits.)
         .add_optional_service(node.raft().map(|raft| {
             RaftServer::new(RaftRpcService::new(
                 raft.raft().clone(),
+                raft.store().vote_floor(),
                 node.guard().clone(),
             ))
         }))
         .serve_with_shutdown(addr, shutdown)
         .await?;
-    node.shutdown().await?;
-    Ok(())
+    stop.into_result(node.shutdown().await)
 }
 
 /// The members-only Raft service, on a cluster member.
 #[cfg(not(madsim))]
 fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
-    let raft = node.raft()?.raft().clone();
+    let raft_node = node.raft()?;
+    let (raft, vote_floor) = (raft_node.raft().clone(), raft_node.store().vote_floor());
     let config = node.config();
     let bytes_max = config
         .cluster
         .as_ref()?
         .raft_message_bytes_max(&config.limits);
     Some(
-        RaftServer::new(RaftRpcService::new(raft, node.guard().clone()))
+        RaftServer::new(RaftRpcService::new(raft, vote_floor, node.guard().clone()))
             .max_decoding_message_size(bytes_max)
             .max_encoding_message_size(bytes_max),
     )
+}
+
+/// Why serving ended, when it was Raft stopping on its own rather than a shutdown signal.
+#[derive(Clone, Default)]
+struct StopReason(std::sync::Arc<parking_lot::Mutex<Option<String>>>);
+
+impl StopReason {
+    /// `shutdown`, or Raft stopping on its own (recorded), whichever comes first.
+    fn until_raft_stops(
+        &self,
+        node: &Node,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = ()> + Send {
+        let stopped = node.raft().map(|raft| raft.stopped());
+        let reason = self.0.clone();
+        async move {
+            let Some(stopped) = stopped else {
+                return shutdown.await;
+            };
+            tokio::select! {
+                biased;
+                () = shutdown => {}
+                why = stopped => {
+                    tracing::error!(reason = %why, "raft stopped; draining and closing to start again");
+                    *reason.lock() = Some(why);
+                }
+            }
+        }
+    }
+
+    /// `closed`: how closing the node went (after Raft stopped, a failure there is only
+    /// logged: the member is started again either way).
+    fn into_result(self, closed: Result<(), NodeError>) -> Result<(), ServerError> {
+        match (self.0.lock().take(), closed) {
+            (Some(why), closed) => {
+                if let Err(error) = closed {
+                    tracing::warn!(%error, "closing the node after raft stopped");
+                }
+                Err(ServerError::RaftStopped(why))
+            }
+            (None, closed) => Ok(closed?),
+        }
+    }
 }
 
 /// `shutdown`, then tell the node's streams to end: the server waits for every open call before

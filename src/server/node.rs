@@ -15,6 +15,8 @@ use super::convert::{status_from_log_error, status_from_propose_error};
 use crate::config::{ConfigError, NodeConfig};
 use crate::io::{Clock, Disk};
 use crate::log::{Committer, CommitterHandle, Log, LogError, NewRecord};
+use crate::membership::ClusterView;
+use crate::metrics::NodeMetrics;
 use crate::raft::controller::MemberView;
 use crate::raft::node::{RaftNode, RaftNodeConfig, RaftNodeError};
 use crate::raft::proposer::ProposeError;
@@ -45,6 +47,40 @@ pub struct ServerInfo {
     pub alive: bool,
     pub term: u64,
     pub committed_offset: u64,
+    /// Raft commit and applied indexes, for the answering node only (0 for the others and on a
+    /// standalone node).
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Entries this member's log is behind the leader's, known (and reported) by the leader only.
+    pub replication_lag: Option<u64>,
+    /// Alive, but suspected down by gossip.
+    pub suspect: bool,
+}
+
+/// Gossip's opinion of the members, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GossipCounts {
+    /// Alive and not suspected.
+    pub up: u64,
+    /// Alive, but some member suspects it is down.
+    pub suspect: u64,
+    /// Declared down (or left).
+    pub down: u64,
+}
+
+/// This replica's Raft figures (from openraft's metrics and the store), read when asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// On the leader: (follower id, entries behind the leader's last log index), every other
+    /// member of the membership config.
+    pub replication_lag: Vec<(u64, u64)>,
 }
 
 /// How writes reach the log.
@@ -55,6 +91,7 @@ enum Writer {
     Replicated {
         raft: RaftNode,
         members: watch::Receiver<MemberView>,
+        gossip: watch::Receiver<ClusterView>,
     },
 }
 
@@ -85,6 +122,7 @@ struct NodeInner {
     rpc_addr: String,
     /// Who may do what (every RPC asks it first).
     guard: Arc<Guard>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Node {
@@ -98,7 +136,9 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let guard = Arc::new(Guard::new(&config)?);
-        let log_config = config.log_config()?;
+        let metrics = Arc::new(NodeMetrics::default());
+        let mut log_config = config.log_config()?;
+        log_config.metrics = Some(metrics.log.clone());
         let log = Arc::new(Log::open(disk, clock, log_config)?);
         let committer = Committer::start(log.clone(), config.limits.append_queue_depth_max);
         if config.retention_bytes_max.is_some() || config.retention_ms_max.is_some() {
@@ -113,32 +153,43 @@ impl Node {
             committed,
             rpc_addr,
             guard,
+            metrics,
         ))
     }
 
     /// Opens a cluster member: its replicated log and Raft. `members` is the gossip view the
-    /// leader turns into membership changes.
+    /// leader turns into membership changes; `gossip` is the view it comes from (for metrics).
     pub async fn open_replicated(
         config: NodeConfig,
-        raft_config: RaftNodeConfig,
+        mut raft_config: RaftNodeConfig,
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn crate::raft::network::RaftTransport>,
         members: watch::Receiver<MemberView>,
+        gossip: watch::Receiver<ClusterView>,
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let guard = Arc::new(Guard::new(&config)?);
+        let metrics = Arc::new(NodeMetrics::default());
+        // Both logs (data and Raft entries) count their fsyncs into the same figures.
+        raft_config.store.data.metrics = Some(metrics.log.clone());
+        raft_config.store.entries.metrics = Some(metrics.log.clone());
         let rpc_addr = raft_config.rpc_addr.clone();
         let raft = RaftNode::start(raft_config, disk, clock, transport, members.clone()).await?;
         let log = raft.store().data_log().clone();
         let committed = raft.store().committed();
         Ok(Node::assemble(
             config,
-            Writer::Replicated { raft, members },
+            Writer::Replicated {
+                raft,
+                members,
+                gossip,
+            },
             log,
             committed,
             rpc_addr,
             guard,
+            metrics,
         ))
     }
 
@@ -149,6 +200,7 @@ impl Node {
         committed: watch::Receiver<u64>,
         rpc_addr: String,
         guard: Arc<Guard>,
+        metrics: Arc<NodeMetrics>,
     ) -> Node {
         let streams = Arc::new(Semaphore::new(config.limits.streams_max));
         let (stopping, _) = watch::channel(false);
@@ -162,6 +214,7 @@ impl Node {
                 stopping,
                 rpc_addr,
                 guard,
+                metrics,
             }),
         }
     }
@@ -186,6 +239,11 @@ impl Node {
             Writer::Standalone(_) => None,
             Writer::Replicated { raft, .. } => Some(raft),
         }
+    }
+
+    /// The node's request and storage counters.
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.inner.metrics
     }
 
     pub fn rpc_addr(&self) -> &str {
@@ -241,7 +299,7 @@ impl Node {
     /// Every member this node knows of, with what it knows about each.
     pub fn servers(&self) -> Vec<ServerInfo> {
         let committed_offset = self.committed_offset();
-        let (raft, members) = match &self.inner.writer {
+        let (raft, members, gossip) = match &self.inner.writer {
             Writer::Standalone(_) => {
                 return vec![ServerInfo {
                     id: self.inner.config.node_id.clone(),
@@ -251,10 +309,19 @@ impl Node {
                     alive: true,
                     term: 0,
                     committed_offset,
+                    commit_index: 0,
+                    applied_index: 0,
+                    replication_lag: None,
+                    suspect: false,
                 }]
             }
-            Writer::Replicated { raft, members } => (raft, members.borrow().clone()),
+            Writer::Replicated {
+                raft,
+                members,
+                gossip,
+            } => (raft, members.borrow().clone(), gossip.borrow().clone()),
         };
+        let status = self.raft_status().unwrap_or_default();
         let metrics = raft.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -278,9 +345,82 @@ impl Node {
                     } else {
                         0
                     },
+                    commit_index: if id == metrics.id {
+                        status.commit_index
+                    } else {
+                        0
+                    },
+                    applied_index: if id == metrics.id {
+                        status.applied_index
+                    } else {
+                        0
+                    },
+                    replication_lag: status
+                        .replication_lag
+                        .iter()
+                        .find(|(follower, _)| *follower == id)
+                        .map(|(_, lag)| *lag)
+                        .or((status.is_leader && id == metrics.id).then_some(0)),
+                    suspect: gossip.get(id).is_some_and(|m| m.alive && m.suspect),
                 }
             })
             .collect()
+    }
+
+    /// This replica's Raft figures; None on a standalone node.
+    pub fn raft_status(&self) -> Option<RaftStatus> {
+        let Writer::Replicated { raft, .. } = &self.inner.writer else {
+            return None;
+        };
+        let (node_id, term, leader, is_leader, last_log_index, applied, replication) = {
+            let m = raft.raft().metrics();
+            let m = m.borrow();
+            (
+                m.id,
+                m.current_term,
+                m.current_leader,
+                m.state == openraft::ServerState::Leader,
+                m.last_log_index.unwrap_or(0),
+                m.last_applied.map_or(0, |l| l.index),
+                m.replication.clone(),
+            )
+        };
+        let replication_lag = replication
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| *id != node_id)
+            .map(|(id, matched)| {
+                let matched = matched.map_or(0, |l| l.index);
+                (id, last_log_index.saturating_sub(matched))
+            })
+            .collect();
+        Some(RaftStatus {
+            node_id,
+            term,
+            leader,
+            is_leader,
+            last_log_index,
+            commit_index: raft.store().committed_log_id().map_or(0, |l| l.index),
+            applied_index: applied,
+            replication_lag,
+        })
+    }
+
+    /// Gossip's view of the members, counted; None on a standalone node.
+    pub fn gossip_counts(&self) -> Option<GossipCounts> {
+        let Writer::Replicated { gossip, .. } = &self.inner.writer else {
+            return None;
+        };
+        let view = gossip.borrow();
+        let mut counts = GossipCounts::default();
+        for member in view.members.values() {
+            match (member.alive, member.suspect) {
+                (true, false) => counts.up += 1,
+                (true, true) => counts.suspect += 1,
+                (false, _) => counts.down += 1,
+            }
+        }
+        Some(counts)
     }
 
     /// A slot for one long-lived stream, or None when `limits.streams_max` are open.

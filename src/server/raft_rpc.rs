@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -13,7 +14,8 @@ use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::raft_server;
 use crate::proto::raft::RaftMessage;
 use crate::raft::network::{handle_rpc, RaftRpc, RaftTransport, TransportError, TransportFuture};
-use crate::raft::types::Raft;
+use crate::raft::types::{LogId, Raft};
+use crate::raft::vote_guard::VoteGuard;
 use crate::security::{Action, ClientTls};
 
 use super::auth::Guard;
@@ -25,12 +27,19 @@ const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// (with an ACL, only the members' certificate CNs should have it).
 pub struct RaftRpcService {
     raft: Raft,
-    guard: Arc<Guard>,
+    guard: VoteGuard,
+    /// Who may call (the `raft` action).
+    access: Arc<Guard>,
 }
 
 impl RaftRpcService {
-    pub fn new(raft: Raft, guard: Arc<Guard>) -> Self {
-        RaftRpcService { raft, guard }
+    /// `vote_floor`: the store's (`Store::vote_floor`); `access`: the node's (`Node::guard`).
+    pub fn new(raft: Raft, vote_floor: watch::Receiver<Option<LogId>>, access: Arc<Guard>) -> Self {
+        RaftRpcService {
+            raft,
+            guard: VoteGuard::new(vote_floor),
+            access,
+        }
     }
 
     async fn handle(
@@ -38,7 +47,7 @@ impl RaftRpcService {
         rpc: RaftRpc,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.guard.authorize(&request, Action::Raft)?;
+        self.access.authorize(&request, Action::Raft)?;
         let request = request.into_inner();
         let own_id = self.raft.metrics().borrow().id;
         if request.target_id != own_id {
@@ -48,7 +57,7 @@ impl RaftRpcService {
             )));
         }
         let payload = request.payload;
-        let answer = handle_rpc(&self.raft, rpc, &payload)
+        let answer = handle_rpc(&self.raft, rpc, &payload, &self.guard)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(RaftMessage {

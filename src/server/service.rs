@@ -5,19 +5,24 @@
 //! goes away. Each stream holds a bounded channel, so a slow consumer makes the server wait (HTTP/2
 //! flow control), never buffer without bound.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::auth::DESCRIBE;
 use super::convert::{record_to_proto, status_from_log_error};
 use super::node::Node;
 use crate::log::{LogError, NewRecord, Record};
+use crate::metrics::Rpc;
 use crate::proto::{self, log_server};
 use crate::security::Action;
 
@@ -36,6 +41,30 @@ impl LogService {
     /// The one authorization check every RPC starts with (see `server::auth`).
     fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<(), Status> {
         self.node.guard().authorize(request, action).map(drop)
+    }
+
+    /// Runs one unary call (or a stream's setup), observing its latency and counting its error.
+    async fn timed<T>(
+        &self,
+        rpc: Rpc,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = call.await;
+        let elapsed = started.elapsed();
+        self.node.metrics().rpc_seconds(rpc).observe(elapsed);
+        match &result {
+            // At debug level every call is one event, carrying its span's fields (offsets).
+            Ok(_) => tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "{} ok", rpc.name()),
+            Err(status) => self.failed(rpc, status),
+        }
+        result
+    }
+
+    /// Counts (and logs, at debug) a call or stream batch that ended in `status`.
+    fn failed(&self, rpc: Rpc, status: &Status) {
+        self.node.metrics().rpc_errors(rpc).inc();
+        tracing::debug!(code = ?status.code(), message = status.message(), "{} failed", rpc.name());
     }
 
     fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
@@ -106,6 +135,7 @@ impl LogService {
     /// messages with `to_messages`, and returns the stream of those messages.
     fn follow<M, F>(
         &self,
+        rpc: Rpc,
         offset: u64,
         records_max: u32,
         bytes_max: u64,
@@ -127,17 +157,27 @@ impl LogService {
             .clamp(1, limits.stream_buffer_messages_max as u64);
         let (tx, rx) = mpsc::channel(buffered_messages_max as usize);
         let service = self.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            service
-                .follow_loop(offset, records_max, bytes_max, tx, to_messages)
-                .await;
-        });
+        let span = match rpc {
+            Rpc::ConsumeBatchStream => {
+                tracing::info_span!("consume_batch_stream", from_offset = offset)
+            }
+            _ => tracing::info_span!("consume_stream", from_offset = offset),
+        };
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                service
+                    .follow_loop(rpc, offset, records_max, bytes_max, tx, to_messages)
+                    .await;
+            }
+            .instrument(span),
+        );
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
     async fn follow_loop<M, F>(
         &self,
+        rpc: Rpc,
         mut offset: u64,
         records_max: u32,
         bytes_max: u64,
@@ -156,20 +196,29 @@ impl LogService {
             }
             let high_watermark = *committed.borrow_and_update();
             if offset < high_watermark {
+                let started = Instant::now();
                 let records = match self.read_committed(offset, records_max, bytes_max) {
                     Ok(records) => records,
                     Err(status) => {
+                        self.failed(rpc, &status);
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
                 let Some(last) = records.last() else { continue };
+                let first_offset = offset;
                 offset = last.offset + 1;
-                for message in to_messages(records, high_watermark) {
+                let (count, bytes) = (records.len() as u64, value_bytes(&records));
+                let messages = to_messages(records, high_watermark);
+                let metrics = self.node.metrics();
+                metrics.rpc_seconds(rpc).observe(started.elapsed());
+                for message in messages {
                     if tx.send(Ok(message)).await.is_err() {
                         return; // the client went away
                     }
                 }
+                metrics.consumed(count, bytes);
+                tracing::debug!(first_offset, records = count, "sent");
                 continue;
             }
             tokio::select! {
@@ -180,6 +229,11 @@ impl LogService {
             }
         }
     }
+}
+
+/// Value bytes of `records` (what the byte counters count).
+fn value_bytes(records: &[Record]) -> u64 {
+    records.iter().map(|r| r.value.len() as u64).sum()
 }
 
 fn shutting_down() -> Status {
@@ -215,11 +269,19 @@ impl log_server::Log for LogService {
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
         self.authorize(&request, Action::Produce)?;
-        let record = self.new_record(request.into_inner().record)?;
-        let range = self.node.append(vec![record]).await?;
-        Ok(Response::new(proto::ProduceResponse {
-            offset: range.start,
-        }))
+        let span = tracing::info_span!("produce", bytes = Empty, offset = Empty);
+        let call = async {
+            let record = self.new_record(request.into_inner().record)?;
+            let bytes = record.value.len() as u64;
+            tracing::Span::current().record("bytes", bytes);
+            let range = self.node.append(vec![record]).await?;
+            tracing::Span::current().record("offset", range.start);
+            self.node.metrics().produced(1, bytes);
+            Ok(Response::new(proto::ProduceResponse {
+                offset: range.start,
+            }))
+        };
+        self.timed(Rpc::Produce, call).instrument(span).await
     }
 
     async fn consume(
@@ -228,26 +290,31 @@ impl log_server::Log for LogService {
     ) -> Result<Response<proto::ConsumeResponse>, Status> {
         self.authorize(&request, Action::Consume)?;
         let offset = request.into_inner().offset;
-        let (lowest, committed) = (
-            self.node.log().lowest_offset(),
-            self.node.committed_offset(),
-        );
-        if offset >= committed {
-            return Err(status_from_log_error(LogError::OffsetOutOfRange {
-                offset,
-                lowest,
-                next: committed,
-            }));
-        }
-        check_readable(lowest, committed, offset)?;
-        let record = self
-            .node
-            .log()
-            .read(offset)
-            .map_err(status_from_log_error)?;
-        Ok(Response::new(proto::ConsumeResponse {
-            record: Some(record_to_proto(record)),
-        }))
+        let span = tracing::info_span!("consume", offset);
+        let call = async {
+            let (lowest, committed) = (
+                self.node.log().lowest_offset(),
+                self.node.committed_offset(),
+            );
+            if offset >= committed {
+                return Err(status_from_log_error(LogError::OffsetOutOfRange {
+                    offset,
+                    lowest,
+                    next: committed,
+                }));
+            }
+            check_readable(lowest, committed, offset)?;
+            let record = self
+                .node
+                .log()
+                .read(offset)
+                .map_err(status_from_log_error)?;
+            self.node.metrics().consumed(1, record.value.len() as u64);
+            Ok(Response::new(proto::ConsumeResponse {
+                record: Some(record_to_proto(record)),
+            }))
+        };
+        self.timed(Rpc::Consume, call).instrument(span).await
     }
 
     type ConsumeStreamStream = ResponseStream<proto::ConsumeResponse>;
@@ -258,17 +325,29 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
-        let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
-        let stream = self.follow(offset, 0, 0, record_message_bytes, |records, _| {
-            records
-                .into_iter()
-                .map(|r| proto::ConsumeResponse {
-                    record: Some(record_to_proto(r)),
-                })
-                .collect()
-        })?;
-        Ok(Response::new(stream))
+        let setup = || {
+            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+            let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
+            let to_messages = |records: Vec<Record>, _| {
+                records
+                    .into_iter()
+                    .map(|r| proto::ConsumeResponse {
+                        record: Some(record_to_proto(r)),
+                    })
+                    .collect()
+            };
+            let stream = self.follow(
+                Rpc::ConsumeStream,
+                offset,
+                0,
+                0,
+                record_message_bytes,
+                to_messages,
+            )?;
+            Ok(Response::new(stream))
+        };
+        // The stream's batches are timed as they go; a failed start counts as an error.
+        setup().inspect_err(|status| self.failed(Rpc::ConsumeStream, status))
     }
 
     type ProduceStreamStream = ResponseStream<proto::ProduceResponse>;
@@ -278,22 +357,27 @@ impl log_server::Log for LogService {
         request: Request<Streaming<proto::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         self.authorize(&request, Action::Produce)?;
-        let slot = self.stream_slot()?;
+        let slot = self
+            .stream_slot()
+            .inspect_err(|status| self.failed(Rpc::ProduceStream, status))?;
         let limits = &self.node.config().limits;
         let (responses_tx, responses_rx) = mpsc::channel(limits.stream_buffer_messages_max);
         // Records (not batches) appended but not yet answered on this stream.
         let in_flight = Arc::new(Semaphore::new(limits.stream_appends_in_flight_max));
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
-        tokio::spawn(read_produce_stream(
-            self.clone(),
-            request.into_inner(),
-            in_flight,
-            pending_tx,
-        ));
-        tokio::spawn(async move {
-            let _slot = slot;
-            answer_produce_stream(pending_rx, responses_tx).await;
-        });
+        let span = tracing::info_span!("produce_stream");
+        tokio::spawn(
+            read_produce_stream(self.clone(), request.into_inner(), in_flight, pending_tx)
+                .instrument(span.clone()),
+        );
+        let service = self.clone();
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                answer_produce_stream(service, pending_rx, responses_tx).await;
+            }
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(responses_rx))))
     }
 
@@ -302,21 +386,28 @@ impl log_server::Log for LogService {
         request: Request<proto::GetServersRequest>,
     ) -> Result<Response<proto::GetServersResponse>, Status> {
         self.node.guard().authorize_any(&request, &DESCRIBE)?;
-        let servers = self
-            .node
-            .servers()
-            .into_iter()
-            .map(|s| proto::Server {
-                id: s.id,
-                rpc_addr: s.rpc_addr,
-                is_leader: s.is_leader,
-                is_voter: s.is_voter,
-                alive: s.alive,
-                term: s.term,
-                committed_offset: s.committed_offset,
-            })
-            .collect();
-        Ok(Response::new(proto::GetServersResponse { servers }))
+        let call = async {
+            let servers = self
+                .node
+                .servers()
+                .into_iter()
+                .map(|s| proto::Server {
+                    id: s.id,
+                    rpc_addr: s.rpc_addr,
+                    is_leader: s.is_leader,
+                    is_voter: s.is_voter,
+                    alive: s.alive,
+                    term: s.term,
+                    committed_offset: s.committed_offset,
+                    commit_index: s.commit_index,
+                    applied_index: s.applied_index,
+                    replication_lag: s.replication_lag,
+                    suspect: s.suspect,
+                })
+                .collect();
+            Ok(Response::new(proto::GetServersResponse { servers }))
+        };
+        self.timed(Rpc::GetServers, call).await
     }
 
     async fn produce_batch(
@@ -325,26 +416,39 @@ impl log_server::Log for LogService {
     ) -> Result<Response<proto::ProduceBatchResponse>, Status> {
         self.authorize(&request, Action::Produce)?;
         let records = request.into_inner().records;
-        let max = self.node.config().limits.batch_records_max;
-        if records.is_empty() {
-            return Err(Status::invalid_argument("produce batch has no records"));
-        }
-        if records.len() > max {
-            return Err(Status::resource_exhausted(format!(
-                "produce batch has {} records; the limit is {max} (limits.batch_records_max)",
-                records.len()
-            )));
-        }
-        let records = records
-            .into_iter()
-            .map(|r| self.new_record(Some(r)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let range = self.node.append(records).await?;
-        let count = (range.end - range.start) as u32;
-        Ok(Response::new(proto::ProduceBatchResponse {
-            first_offset: range.start,
-            count,
-        }))
+        let span = tracing::info_span!(
+            "produce_batch",
+            records = records.len(),
+            bytes = Empty,
+            first_offset = Empty
+        );
+        let call = async {
+            let max = self.node.config().limits.batch_records_max;
+            if records.is_empty() {
+                return Err(Status::invalid_argument("produce batch has no records"));
+            }
+            if records.len() > max {
+                return Err(Status::resource_exhausted(format!(
+                    "produce batch has {} records; the limit is {max} (limits.batch_records_max)",
+                    records.len()
+                )));
+            }
+            let records = records
+                .into_iter()
+                .map(|r| self.new_record(Some(r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bytes: u64 = records.iter().map(|r| r.value.len() as u64).sum();
+            tracing::Span::current().record("bytes", bytes);
+            let range = self.node.append(records).await?;
+            tracing::Span::current().record("first_offset", range.start);
+            let count = range.end - range.start;
+            self.node.metrics().produced(count, bytes);
+            Ok(Response::new(proto::ProduceBatchResponse {
+                first_offset: range.start,
+                count: count as u32,
+            }))
+        };
+        self.timed(Rpc::ProduceBatch, call).instrument(span).await
     }
 
     async fn consume_batch(
@@ -353,14 +457,26 @@ impl log_server::Log for LogService {
     ) -> Result<Response<proto::ConsumeBatchResponse>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
-        let high_watermark = self.node.committed_offset();
-        let records = self.read_committed(offset, request.max_records, request.max_bytes)?;
-        Ok(Response::new(batch_response(
-            records,
-            offset,
-            high_watermark,
-        )))
+        let span = tracing::info_span!(
+            "consume_batch",
+            offset = request.offset,
+            records = Empty,
+            next_offset = Empty
+        );
+        let call = async {
+            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+            let high_watermark = self.node.committed_offset();
+            let records = self.read_committed(offset, request.max_records, request.max_bytes)?;
+            self.node
+                .metrics()
+                .consumed(records.len() as u64, value_bytes(&records));
+            let response = batch_response(records, offset, high_watermark);
+            let span = tracing::Span::current();
+            span.record("records", response.records.len());
+            span.record("next_offset", response.next_offset);
+            Ok(Response::new(response))
+        };
+        self.timed(Rpc::ConsumeBatch, call).instrument(span).await
     }
 
     type ConsumeBatchStreamStream = ResponseStream<proto::ConsumeBatchResponse>;
@@ -371,16 +487,22 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeBatchStreamStream>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
-        let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
-        let stream = self.follow(
-            offset,
-            request.max_records,
-            request.max_bytes,
-            batch_bytes_max as u64,
-            move |records, high_watermark| vec![batch_response(records, offset, high_watermark)],
-        )?;
-        Ok(Response::new(stream))
+        let setup = || {
+            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+            let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
+            let stream = self.follow(
+                Rpc::ConsumeBatchStream,
+                offset,
+                request.max_records,
+                request.max_bytes,
+                batch_bytes_max as u64,
+                move |records, high_watermark| {
+                    vec![batch_response(records, offset, high_watermark)]
+                },
+            )?;
+            Ok(Response::new(stream))
+        };
+        setup().inspect_err(|status| self.failed(Rpc::ConsumeBatchStream, status))
     }
 
     async fn offset_for_time(
@@ -388,10 +510,15 @@ impl log_server::Log for LogService {
         request: Request<proto::OffsetForTimeRequest>,
     ) -> Result<Response<proto::OffsetForTimeResponse>, Status> {
         self.authorize(&request, Action::Consume)?;
-        let offset = self.start_offset(0, Some(request.into_inner().timestamp_ms))?;
-        Ok(Response::new(proto::OffsetForTimeResponse {
-            offset: offset.min(self.node.committed_offset()),
-        }))
+        let timestamp_ms = request.into_inner().timestamp_ms;
+        let span = tracing::info_span!("offset_for_time", timestamp_ms, offset = Empty);
+        let call = async {
+            let offset = self.start_offset(0, Some(timestamp_ms))?;
+            let offset = offset.min(self.node.committed_offset());
+            tracing::Span::current().record("offset", offset);
+            Ok(Response::new(proto::OffsetForTimeResponse { offset }))
+        };
+        self.timed(Rpc::OffsetForTime, call).instrument(span).await
     }
 
     async fn get_log_info(
@@ -399,14 +526,24 @@ impl log_server::Log for LogService {
         request: Request<proto::GetLogInfoRequest>,
     ) -> Result<Response<proto::GetLogInfoResponse>, Status> {
         self.authorize(&request, Action::Consume)?;
-        let info = self.node.log().info();
-        Ok(Response::new(proto::GetLogInfoResponse {
-            lowest_offset: info.lowest_offset,
-            next_offset: self.node.committed_offset(),
-            size_bytes: info.size_bytes,
-            segment_count: info.segment_count,
-            sync_policy: self.node.log().config().sync.to_string(),
-        }))
+        let call = async {
+            let info = self.node.log().info();
+            let metrics = self.node.metrics();
+            Ok(Response::new(proto::GetLogInfoResponse {
+                lowest_offset: info.lowest_offset,
+                next_offset: self.node.committed_offset(),
+                size_bytes: info.size_bytes,
+                segment_count: info.segment_count,
+                sync_policy: self.node.log().config().sync.to_string(),
+                fsync_count: metrics.log.fsyncs.get(),
+                fsync_seconds_total: metrics.log.fsync_seconds.sum_seconds(),
+                produce_records: metrics.produce_records.get(),
+                produce_bytes: metrics.produce_bytes.get(),
+                consume_records: metrics.consume_records.get(),
+                consume_bytes: metrics.consume_bytes.get(),
+            }))
+        };
+        self.timed(Rpc::GetLogInfo, call).await
     }
 }
 
@@ -428,7 +565,15 @@ fn batch_response(
 const STREAM_APPEND_RECORDS_MAX: usize = 256;
 
 /// An append queued by a ProduceStream, holding its records' in-flight permits.
-type Pending = Result<(super::node::PendingWrite, OwnedSemaphorePermit), Status>;
+type Pending = Result<StreamAppend, Status>;
+
+struct StreamAppend {
+    write: super::node::PendingWrite,
+    _permit: OwnedSemaphorePermit,
+    /// When the batch's first message was read (its latency runs from there to the answer).
+    started: Instant,
+    bytes: u64,
+}
 
 /// How a ProduceStream's inbound side ends.
 enum StreamEnd {
@@ -456,6 +601,7 @@ async fn read_produce_stream(
             _ = &mut stopping => Err(shutting_down()),
             message = inbound.message() => message,
         };
+        let started = Instant::now();
         let mut records = Vec::new();
         let mut end = service.take_message(first, &mut records);
         while end.is_none() && records.len() < batch_records_max {
@@ -470,9 +616,15 @@ async fn read_produce_stream(
             let Ok(permit) = in_flight.clone().acquire_many_owned(permits).await else {
                 return;
             };
+            let bytes = records.iter().map(|r| r.value.len() as u64).sum();
             let pending = service.node.submit(records).await;
             let failed = pending.is_err();
-            let pending = pending.map(|p| (p, permit));
+            let pending = pending.map(|write| StreamAppend {
+                write,
+                _permit: permit,
+                started,
+                bytes,
+            });
             if pending_tx.send(pending).await.is_err() || failed {
                 return;
             }
@@ -510,22 +662,33 @@ impl LogService {
 }
 
 async fn answer_produce_stream(
+    service: LogService,
     mut pending_rx: mpsc::Receiver<Pending>,
     responses_tx: mpsc::Sender<Result<proto::ProduceResponse, Status>>,
 ) {
+    let metrics = service.node.metrics();
     while let Some(pending) = pending_rx.recv().await {
         // The permit is released once this batch is answered.
-        let (acknowledged, _permit) = match pending {
-            Ok((pending, permit)) => (pending.await, Some(permit)),
+        let (acknowledged, append) = match pending {
+            Ok(mut append) => ((&mut append.write).await, Some(append)),
             Err(status) => (Err(status), None),
         };
         let offsets = match acknowledged {
             Ok(offsets) => offsets,
             Err(status) => {
+                service.failed(Rpc::ProduceStream, &status);
                 let _ = responses_tx.send(Err(status)).await;
                 return;
             }
         };
+        if let Some(append) = &append {
+            let records = offsets.end - offsets.start;
+            metrics
+                .rpc_seconds(Rpc::ProduceStream)
+                .observe(append.started.elapsed());
+            metrics.produced(records, append.bytes);
+            tracing::debug!(first_offset = offsets.start, records, "acknowledged");
+        }
         for offset in offsets {
             if responses_tx
                 .send(Ok(proto::ProduceResponse { offset }))

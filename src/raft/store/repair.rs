@@ -1,0 +1,280 @@
+//! Repairing a replica whose log a read found damaged (a flipped bit in a sealed segment, a bad
+//! index entry): the other replicas hold every committed entry, so the damaged one drops its log
+//! from the damage on and lets the leader send it again.
+//!
+//! 1. A read that meets damage at entry `d` persists `raft/repair` (`damaged_from = d`, and the
+//!    *vote floor*: the last log id this replica held) before it fails. The failure stops Raft;
+//!    the member restarts it (`server::serve` returns, its caller starts the member again).
+//! 2. At open, the store cuts both logs at `d` and checks the new tails (a damaged index entry at
+//!    the cut would otherwise leave garbage or a hole). If that is not possible (the damage is
+//!    at the log's start, or the cut does not check out), both logs restart empty at the purge
+//!    point instead, the way a snapshot install resets them.
+//! 3. Until its log is back at the vote floor, the replica grants no vote to a candidate whose
+//!    log is behind the floor and stands for no election (`RaftNode` turns elections off, the
+//!    Raft service refuses such votes). Raft's safety rests on a voter never voting for a log
+//!    behind one it acknowledged; the floor keeps that promise for entries it no longer has.
+//!    Commit counting needs nothing: what it acknowledges from now on is on its disk.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    entry_log_err, log_id, EntryBase, Inner, PendingReset, SlotFile, StoreError, APPLIED_SLOT_BYTES,
+};
+use openraft::StoredMembership;
+
+use crate::log::LogError;
+use crate::raft::types::LogId;
+
+/// `raft/repair`: every write is fsync'd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairState {
+    /// The first entry a read found damaged: open drops the log from there.
+    pub damaged_from: Option<u64>,
+    /// The log this replica held when it found damage (see the module docs).
+    pub vote_floor: Option<LogId>,
+    /// Cutting at `damaged_from` failed: restart both logs empty instead.
+    pub restart_empty: bool,
+}
+
+pub(super) struct RepairFile {
+    file: SlotFile<RepairState>,
+    pub(super) state: RepairState,
+}
+
+impl RepairFile {
+    pub(super) fn open(
+        disk: &std::sync::Arc<dyn crate::io::Disk>,
+        path: &std::path::Path,
+    ) -> Result<RepairFile, StoreError> {
+        let (file, state, _) =
+            SlotFile::<RepairState>::open(disk.clone(), path, APPLIED_SLOT_BYTES)
+                .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+        Ok(RepairFile { file, state })
+    }
+
+    fn update(&mut self, change: impl FnOnce(&mut RepairState)) -> Result<(), StoreError> {
+        let mut next = self.state;
+        change(&mut next);
+        if next == self.state {
+            return Ok(());
+        }
+        self.file
+            .write(&next, true)
+            .map_err(|e| StoreError::io(format!("write {}", self.file.path().display()), e))?;
+        self.state = next;
+        Ok(())
+    }
+}
+
+/// Whether `error` says stored bytes are damaged (as opposed to an I/O failure or a bad request).
+pub(super) fn is_damage(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Data(LogError::Corrupt { .. })
+            | StoreError::Entries(LogError::Corrupt { .. })
+            | StoreError::Corrupt(_)
+    )
+}
+
+impl Inner {
+    /// `error` met while reading entry `index`: when it is damage, persists the repair to do at
+    /// the next open and the vote floor, and says so in the error.
+    pub(super) fn damaged(&self, index: u64, error: StoreError) -> StoreError {
+        if !is_damage(&error) {
+            return error;
+        }
+        let floor = self.floor_now();
+        tracing::error!(index, ?floor, %error, "damaged entry: this replica drops its log from it and catches up from the leader");
+        let persisted = self.repair.lock().update(|r| {
+            r.damaged_from = Some(r.damaged_from.map_or(index, |d| d.min(index)));
+            r.vote_floor = r.vote_floor.max(floor);
+        });
+        if let Err(e) = persisted {
+            tracing::error!(error = %e, "cannot record the damage");
+            return error;
+        }
+        self.floor.send_replace(self.repair.lock().state.vote_floor);
+        StoreError::Damaged {
+            index,
+            source: Box::new(error),
+        }
+    }
+
+    /// The last log id this replica holds. While the positions are not loaded (at open), a
+    /// bound at least as high: the log's last index at the highest term it has voted in.
+    fn floor_now(&self) -> Option<LogId> {
+        let next = self.entries.next_offset();
+        let pos = *self.pos.lock();
+        if pos.last.is_some_and(|(last, _)| last.index + 1 == next) {
+            return pos.last_log_id();
+        }
+        let term = self
+            .meta
+            .lock()
+            .state
+            .vote
+            .map_or(0, |v| v.leader_id().term);
+        let bound = (next > 0).then(|| log_id(term, next - 1));
+        bound.max(pos.last_log_id())
+    }
+
+    /// The vote floor, if any.
+    pub(super) fn vote_floor(&self) -> Option<LogId> {
+        self.repair.lock().state.vote_floor
+    }
+
+    /// Clears the vote floor once the log has reached it.
+    pub(super) fn clear_floor_if_reached(&self) -> Result<(), StoreError> {
+        let Some(floor) = self.vote_floor() else {
+            return Ok(());
+        };
+        let last = self.pos.lock().last_log_id();
+        if last < Some(floor) {
+            return Ok(());
+        }
+        tracing::info!(%floor, "the log is back at its vote floor: voting again");
+        self.repair.lock().update(|r| r.vote_floor = None)?;
+        self.floor.send_replace(None);
+        Ok(())
+    }
+
+    /// At open, before the logs are reconciled: does the repair a read asked for.
+    pub(super) fn repair_at_open(&self) -> Result<(), StoreError> {
+        let RepairState {
+            damaged_from: Some(index),
+            restart_empty,
+            ..
+        } = self.repair.lock().state
+        else {
+            return Ok(());
+        };
+        if restart_empty {
+            tracing::warn!(index, "repair: restarting the log empty at the purge point");
+            self.restart_empty()?;
+        } else if let Err(error) = self.cut_at_damage(index) {
+            // The logs may refuse writes now (a failed cut poisons them): open them again.
+            tracing::warn!(index, %error, "repair: cannot cut the log at the damage");
+            self.repair.lock().update(|r| r.restart_empty = true)?;
+            return Err(StoreError::Reopen(error.to_string()));
+        } else {
+            tracing::warn!(index, "repair: dropped the log from the damaged entry");
+        }
+        self.forget_snapshot_past_log()?;
+        self.forget_membership_past_log()?;
+        self.step_down()?;
+        self.repair.lock().update(|r| {
+            r.damaged_from = None;
+            r.restart_empty = false;
+        })
+    }
+
+    /// Cuts both logs right before entry `index` and checks both new tails.
+    fn cut_at_damage(&self, index: u64) -> Result<(), StoreError> {
+        let (lowest, next) = (self.entries.lowest_offset(), self.entries.next_offset());
+        if index > lowest && index < next {
+            let (_, kept) = self.entry_meta(index - 1)?;
+            self.entries.truncate_from(index).map_err(entry_log_err)?;
+            let data = &self.data;
+            if kept.data_end < data.lowest_offset() || kept.data_end > data.next_offset() {
+                return Err(StoreError::Corrupt(format!(
+                    "entry {} ends client offsets at {}, outside the data log [{}, {})",
+                    index - 1,
+                    kept.data_end,
+                    data.lowest_offset(),
+                    data.next_offset()
+                )));
+            }
+            data.truncate_from(kept.data_end)
+                .map_err(StoreError::Data)?;
+        } else if index <= lowest {
+            return Err(StoreError::Invalid(format!(
+                "the damage at {index} is at the log's start ({lowest})"
+            )));
+        }
+        self.entries.check_tail().map_err(entry_log_err)?;
+        self.data.check_tail().map_err(StoreError::Data)
+    }
+
+    /// Restarts both logs empty right after the purge point (or where the entry log started).
+    fn restart_empty(&self) -> Result<(), StoreError> {
+        let hard = self.meta.lock().state.clone();
+        let base = match hard.purged {
+            Some(p) => EntryBase {
+                index: p.log_id.index + 1,
+                data_end: p.data_end,
+            },
+            None => hard.entry_base,
+        };
+        let reset = PendingReset {
+            base,
+            keep_data_below: 0,
+        };
+        self.reset_logs(reset, |_| {})
+    }
+
+    /// The applied membership must not be ahead of the (cut) log: openraft refuses to apply the
+    /// same membership entry again when the leader sends it back. Falls back to the newest
+    /// membership entry left in the log, else the snapshot's, else none (the leader sends them).
+    fn forget_membership_past_log(&self) -> Result<(), StoreError> {
+        let (lowest, next) = (self.entries.lowest_offset(), self.entries.next_offset());
+        let current = self.meta.lock().state.membership.clone();
+        if current.log_id().is_none_or(|id| id.index < next) {
+            return Ok(());
+        }
+        let from_log = (lowest..next).rev().find_map(|index| {
+            let (id, meta) = self.entry_meta(index).ok()?;
+            Some(StoredMembership::new(Some(id), meta.membership?))
+        });
+        let from_snapshot = || {
+            let snapshot = self.meta.lock().state.snapshot.clone()?;
+            let membership = snapshot.meta.last_membership;
+            membership
+                .log_id()
+                .is_some_and(|id| id.index < next)
+                .then_some(membership)
+        };
+        let membership = from_log.or_else(from_snapshot).unwrap_or_default();
+        tracing::warn!(from = ?current.log_id(), to = ?membership.log_id(), "repair: the applied membership goes back with the log");
+        self.meta.lock().update(|h| h.membership = membership)
+    }
+
+    /// openraft restarts a node whose vote is committed for itself as the leader of that term,
+    /// without an election. A leader that lost entries of its own term would then hand out
+    /// their log ids again, for other records. An uncommitted vote keeps the promise not to
+    /// vote for another in that term, and makes this node a follower.
+    fn step_down(&self) -> Result<(), StoreError> {
+        let mut meta = self.meta.lock();
+        if meta.state.vote.is_some_and(|v| v.committed) {
+            meta.update(|h| {
+                if let Some(vote) = h.vote.as_mut() {
+                    vote.committed = false;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A snapshot past the (cut) log no longer describes this replica: drop it (openraft builds
+    /// a new one when it needs one).
+    fn forget_snapshot_past_log(&self) -> Result<(), StoreError> {
+        let next = self.entries.next_offset();
+        let mut meta = self.meta.lock();
+        let past = meta
+            .state
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.meta.last_log_id)
+            .is_some_and(|l| l.index >= next);
+        if past {
+            meta.update(|h| h.snapshot = None)?;
+        }
+        Ok(())
+    }
+}
+
+impl StoreError {
+    /// Whether this error came from damaged stored bytes.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. }) || is_damage(self)
+    }
+}

@@ -1,0 +1,142 @@
+//! Which votes a replica that repaired damage may grant (see `store::repair`).
+//!
+//! The store's *vote floor* is the last log id the replica held when it found damage. Raft is
+//! safe because a voter never votes for a candidate whose log is behind one it acknowledged; the
+//! replica no longer has all of that log, so it refuses candidates behind the floor.
+//!
+//! The floor alone can block every election: when the replica held an uncommitted tail nobody
+//! else has, no candidate reaches it, and if the others cannot elect a leader without this
+//! replica's vote (a joint configuration, a voter down), nothing moves. So the guard also
+//! learns the last log id every other voter reports when it asks for a vote. An entry that was
+//! committed before the damage is on a majority, hence on some *other* voter (the others lose
+//! no committed entry), and a voter that held it reports a last log id at least as high. Once
+//! every other voter has reported, entries past the highest report cannot have been committed
+//! before the damage, and the floor is lowered to that report. (Entries committed after the
+//! damage are on a majority the replica either is in, holding them itself, so that Raft's own
+//! check refuses a candidate without them, or is not in, so that the candidate cannot win.)
+//!
+//! The voters are those of the membership this replica knows. Membership changes go one at a
+//! time (the controller's rule), so a configuration it missed shares a majority with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::types::{LogId, NodeId};
+
+/// Shared by every call of the Raft service.
+pub struct VoteGuard {
+    floor: watch::Receiver<Option<LogId>>,
+    /// The last log id each candidate reported (the newest request).
+    reported: Mutex<BTreeMap<NodeId, Option<LogId>>>,
+}
+
+impl VoteGuard {
+    /// `floor`: the store's (`Store::vote_floor`).
+    pub fn new(floor: watch::Receiver<Option<LogId>>) -> VoteGuard {
+        VoteGuard {
+            floor,
+            reported: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A vote request from `candidate` with `last_log_id`, this replica's `others` (every voter
+    /// of its membership but itself): `Some(floor)` when it must be refused below `floor`.
+    pub fn refuse(
+        &self,
+        candidate: NodeId,
+        last_log_id: Option<LogId>,
+        others: &BTreeSet<NodeId>,
+    ) -> Option<LogId> {
+        let floor = (*self.floor.borrow())?;
+        let mut reported = self.reported.lock();
+        reported.insert(candidate, last_log_id);
+        let floor = effective_floor(floor, &reported, others)?;
+        (last_log_id < Some(floor)).then_some(floor)
+    }
+}
+
+/// The floor lowered to the highest log another voter reported, once all of them have.
+fn effective_floor(
+    floor: LogId,
+    reported: &BTreeMap<NodeId, Option<LogId>>,
+    others: &BTreeSet<NodeId>,
+) -> Option<LogId> {
+    if others.is_empty() {
+        return Some(floor);
+    }
+    let mut highest: Option<LogId> = None;
+    for voter in others {
+        match reported.get(voter) {
+            Some(last) => highest = highest.max(*last),
+            None => return Some(floor),
+        }
+    }
+    highest.min(Some(floor))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn lid(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 0), index)
+    }
+
+    fn guard(floor: Option<LogId>) -> (watch::Sender<Option<LogId>>, VoteGuard) {
+        let (sender, receiver) = watch::channel(floor);
+        (sender, VoteGuard::new(receiver))
+    }
+
+    fn others(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn without_a_floor_nothing_is_refused() {
+        let (_f, g) = guard(None);
+        assert_eq!(g.refuse(2, None, &others(&[2, 3])), None);
+    }
+
+    #[test]
+    fn a_candidate_behind_the_floor_is_refused_until_every_other_voter_has_reported() {
+        let (_f, g) = guard(Some(lid(22, 22)));
+        let voters = others(&[1, 2]);
+        // id 2 alone reported: id 1 might hold an entry past it.
+        assert_eq!(g.refuse(2, Some(lid(13, 27)), &voters), Some(lid(22, 22)));
+        // id 1 reports a shorter log: nobody else holds anything past (13, 27).
+        assert_eq!(g.refuse(1, Some(lid(1, 25)), &voters), Some(lid(13, 27)));
+        assert_eq!(g.refuse(2, Some(lid(13, 27)), &voters), None);
+    }
+
+    #[test]
+    fn reports_only_ever_lower_the_floor() {
+        let (_f, g) = guard(Some(lid(5, 10)));
+        let voters = others(&[2]);
+        assert_eq!(g.refuse(2, Some(lid(9, 90)), &voters), None);
+        // The only other voter now reports (5, 9): the floor drops to it, not below.
+        assert_eq!(g.refuse(2, Some(lid(5, 9)), &voters), None);
+        assert_eq!(
+            effective_floor(lid(5, 10), &g.reported.lock(), &voters),
+            Some(lid(5, 9))
+        );
+    }
+
+    #[test]
+    fn a_lone_voter_keeps_its_floor() {
+        let (_f, g) = guard(Some(lid(3, 3)));
+        assert_eq!(g.refuse(2, Some(lid(1, 1)), &others(&[])), Some(lid(3, 3)));
+    }
+
+    #[test]
+    fn a_cleared_floor_stops_refusing() {
+        let (floor, g) = guard(Some(lid(3, 3)));
+        let voters = others(&[2, 3]);
+        assert_eq!(g.refuse(2, Some(lid(1, 1)), &voters), Some(lid(3, 3)));
+        floor.send_replace(None);
+        assert_eq!(g.refuse(2, Some(lid(1, 1)), &voters), None);
+    }
+}
