@@ -17,7 +17,7 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: simulation --seed S [--nodes N] [--bug drop-ack] [--bit-flips] [--trace]";
+    "usage: simulation --seed S [--nodes N] [--bug drop-ack] [--no-bit-flips] [--trace]";
 
 fn parse_args() -> Result<Args, String> {
     let mut seed = None;
@@ -25,7 +25,7 @@ fn parse_args() -> Result<Args, String> {
         nodes: 1,
         bug: None,
         print_trace: false,
-        cluster_bit_flips: false,
+        cluster_bit_flips: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -51,7 +51,9 @@ fn parse_args() -> Result<Args, String> {
                 other => return Err(format!("--bug: unknown bug {other:?} (known: drop-ack)")),
             },
             "--trace" => options.print_trace = true,
+            // Bit flips in a cluster are on by default; `--bit-flips` stays for old replay lines.
             "--bit-flips" => options.cluster_bit_flips = true,
+            "--no-bit-flips" => options.cluster_bit_flips = false,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -65,9 +67,9 @@ fn replay_command(seed: u64, options: &Options) -> String {
         None => "",
     };
     let flips = if options.cluster_bit_flips {
-        " --bit-flips"
-    } else {
         ""
+    } else {
+        " --no-bit-flips"
     };
     format!(
         "cargo sim-seed --seed {seed} --nodes {}{bug}{flips}",

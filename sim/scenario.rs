@@ -56,8 +56,8 @@ pub struct Options {
     pub nodes: usize,
     pub bug: Option<Bug>,
     pub print_trace: bool,
-    /// Draw bit flips in a cluster too (off by default: a replica with a corrupt record in its
-    /// data log cannot restart, see sim/README.md).
+    /// Draw bit flips in a cluster too (on by default; `--no-bit-flips` turns them off, for
+    /// seeds recorded before replicas repaired damage, see sim/README.md).
     pub cluster_bit_flips: bool,
 }
 
@@ -108,7 +108,7 @@ impl Params {
             timing: TIMINGS[0],
         };
         if nodes > 1 {
-            // Bit flips only when asked for (see `Options::cluster_bit_flips`).
+            // Bit flips unless turned off (see `Options::cluster_bit_flips`).
             params.intensity.bit_flips &= cluster_bit_flips;
             // Faults further apart than on one node: a fault costs a cluster an election, a
             // gossip round or a catch-up, and the workload needs time between them.
@@ -127,6 +127,10 @@ impl Params {
             } else {
                 nodes.min(7)
             };
+            // A minority of the voters too: with three voters among five nodes, disk faults on
+            // two could damage a majority of the voters (Raft then cannot keep every record).
+            let faulty_max = (params.voters_target - 1) / 2;
+            params.intensity.disk_nodes.truncate(faulty_max);
             params.timing = TIMINGS[rng.below(TIMINGS.len() as u64) as usize];
         }
         params
