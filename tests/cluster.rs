@@ -1,6 +1,8 @@
 //! A 3-member cluster in one process, over real gRPC and real UDP gossip on 127.0.0.1: formation
 //! through gossip, produce through any member, identical replicas, leader failover.
 
+mod member_support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,36 +39,12 @@ impl TestMember {
         join: Vec<std::net::SocketAddr>,
         tweak: impl FnOnce(&mut NodeConfig),
     ) -> TestMember {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut config = NodeConfig {
-            node_id: id.to_string(),
-            data_dir: dir.join(format!("node-{id}")),
-            cluster: Some(ClusterConfig {
-                gossip_listen: gossip,
-                join,
-                heartbeat_ms: 50,
-                election_timeout_min_ms: 300,
-                election_timeout_max_ms: 600,
-                down_grace_ms: 5_000,
-                remove_after_ms: 60_000,
-                ..ClusterConfig::default()
-            }),
-            ..NodeConfig::default()
-        };
-        tweak(&mut config);
-        let member = start_member(
-            config,
-            Arc::new(StdDisk),
-            Arc::new(SystemClock),
-            addr.clone(),
-        )
-        .await
-        .unwrap();
+        let member_support::Started {
+            listener,
+            addr,
+            gossip,
+            member,
+        } = member_support::start(dir, id, join, tweak).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(loghouse::server::serve(
             member.node.clone(),

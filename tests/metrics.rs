@@ -2,6 +2,8 @@
 //! load, its counters match exactly what was produced and consumed; on a 3-member cluster its
 //! Raft and gossip gauges agree with the cluster's state.
 
+mod member_support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,10 +16,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use loghouse::client::Client;
-use loghouse::config::{ClusterConfig, NodeConfig};
+use loghouse::config::NodeConfig;
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::proto;
-use loghouse::server::{start_member, Node, ServerError};
+use loghouse::server::{Node, ServerError};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -311,35 +313,12 @@ struct TestMember {
 
 impl TestMember {
     async fn start(dir: &Path, id: u64, join: Vec<std::net::SocketAddr>) -> TestMember {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = NodeConfig {
-            node_id: id.to_string(),
-            data_dir: dir.join(format!("node-{id}")),
-            cluster: Some(ClusterConfig {
-                gossip_listen: gossip,
-                join,
-                heartbeat_ms: 50,
-                election_timeout_min_ms: 300,
-                election_timeout_max_ms: 600,
-                down_grace_ms: 5_000,
-                remove_after_ms: 60_000,
-                ..ClusterConfig::default()
-            }),
-            ..NodeConfig::default()
-        };
-        let member = start_member(
-            config,
-            Arc::new(StdDisk),
-            Arc::new(SystemClock),
-            addr.clone(),
-        )
-        .await
-        .unwrap();
+        let member_support::Started {
+            listener,
+            addr,
+            gossip,
+            member,
+        } = member_support::start(dir, id, join, |_| {}).await;
         let (metrics, _) = start_metrics(&member.node).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(loghouse::server::serve(

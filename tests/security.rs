@@ -14,6 +14,8 @@
 //! - an allowed CN: served.
 #![cfg(not(madsim))]
 
+mod member_support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,7 @@ use loghouse::io::{StdDisk, SystemClock};
 use loghouse::proto::raft::{raft_client::RaftClient, RaftMessage};
 use loghouse::security::certs::{Ca, Pem};
 use loghouse::security::{AclText, GossipKey, Secrets, TlsMaterial};
-use loghouse::server::{start_member, Node, ServerError};
+use loghouse::server::{Node, ServerError};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -285,28 +287,12 @@ struct TestMember {
 
 impl TestMember {
     async fn start(dir: &Path, id: u64, join: Vec<std::net::SocketAddr>, secrets: Secrets) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = NodeConfig {
-            node_id: id.to_string(),
-            data_dir: dir.join(format!("node-{id}")),
-            cluster: Some(ClusterConfig {
-                gossip_listen: gossip,
-                join,
-                down_grace_ms: 5_000,
-                remove_after_ms: 60_000,
-                ..ClusterConfig::default()
-            }),
-            secrets,
-            ..NodeConfig::default()
-        };
-        let member = start_member(config, Arc::new(StdDisk), Arc::new(SystemClock), addr)
-            .await
-            .unwrap();
+        let member_support::Started {
+            listener,
+            gossip,
+            member,
+            ..
+        } = member_support::start(dir, id, join, |config| config.secrets = secrets).await;
         let served = serve(member.node.clone(), listener).await;
         TestMember {
             addr: served.addr.clone(),

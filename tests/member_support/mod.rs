@@ -1,0 +1,67 @@
+//! Starting an in-process cluster member on 127.0.0.1 (real gRPC listener, real UDP gossip) for
+//! the integration tests; each test file serves it its own way.
+
+#![allow(dead_code)] // each test file uses a part of it
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use loghouse::config::{ClusterConfig, NodeConfig};
+use loghouse::io::{StdDisk, SystemClock};
+use loghouse::server::{start_member, Member};
+
+/// A member that is started but not yet served.
+pub struct Started {
+    pub listener: tokio::net::TcpListener,
+    pub addr: String,
+    pub gossip: SocketAddr,
+    pub member: Member,
+}
+
+/// Starts member `id` with its data under `dir/node-<id>`, joining through `join`, with fast
+/// Raft timings (heartbeat 50 ms, elections 300-600 ms) and a 5 s down grace; `tweak` adjusts
+/// the configuration before the start.
+pub async fn start(
+    dir: &Path,
+    id: u64,
+    join: Vec<SocketAddr>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Started {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = NodeConfig {
+        node_id: id.to_string(),
+        data_dir: dir.join(format!("node-{id}")),
+        cluster: Some(ClusterConfig {
+            gossip_listen: gossip,
+            join,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            down_grace_ms: 5_000,
+            remove_after_ms: 60_000,
+            ..ClusterConfig::default()
+        }),
+        ..NodeConfig::default()
+    };
+    tweak(&mut config);
+    let member = start_member(
+        config,
+        Arc::new(StdDisk),
+        Arc::new(SystemClock),
+        addr.clone(),
+    )
+    .await
+    .unwrap();
+    Started {
+        listener,
+        addr,
+        gossip,
+        member,
+    }
+}
