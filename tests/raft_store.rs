@@ -1033,7 +1033,10 @@ async fn a_damaged_entry_is_dropped_with_its_successors_and_the_vote_floor_holds
     let mut ls = store.log_store();
     let error = ls.try_get_log_entries(0..).await.unwrap_err();
     assert!(error.to_string().contains("damaged"), "{error}");
-    assert_eq!(*store.vote_floor().borrow(), Some(lid(2, 7)));
+    assert_eq!(
+        store.vote_floor().borrow().as_ref().map(|f| f.log_id),
+        Some(lid(2, 7))
+    );
     drop((ls, store));
 
     // Reopened: the log ends before the damaged entry, the floor stays, the vote is no longer
@@ -1043,19 +1046,25 @@ async fn a_damaged_entry_is_dropped_with_its_successors_and_the_vote_floor_holds
     assert_eq!(all_entries(&mut ls).await, entries[..damaged as usize]);
     assert_eq!(store.data_log().next_offset(), damaged * 3);
     assert_reconciled(&store);
-    assert_eq!(*store.vote_floor().borrow(), Some(lid(2, 7)));
+    assert_eq!(
+        store.vote_floor().borrow().as_ref().map(|f| f.log_id),
+        Some(lid(2, 7))
+    );
     assert_eq!(ls.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
 
     // Catching up below the floor keeps it; reaching it clears it, durably.
     ls.blocking_append(entries[damaged as usize..7].to_vec())
         .await
         .unwrap();
-    assert_eq!(*store.vote_floor().borrow(), Some(lid(2, 7)));
+    assert_eq!(
+        store.vote_floor().borrow().as_ref().map(|f| f.log_id),
+        Some(lid(2, 7))
+    );
     ls.blocking_append(entries[7..].to_vec()).await.unwrap();
-    assert_eq!(*store.vote_floor().borrow(), None);
+    assert_eq!(store.vote_floor().borrow().as_ref().map(|f| f.log_id), None);
     assert_eq!(all_entries(&mut ls).await, entries);
     drop((ls, store));
     let store = open(Arc::new(disk.clone()), dir);
-    assert_eq!(*store.vote_floor().borrow(), None);
+    assert_eq!(store.vote_floor().borrow().as_ref().map(|f| f.log_id), None);
     assert_reconciled(&store);
 }

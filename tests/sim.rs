@@ -282,6 +282,8 @@ const REGRESSION_SEEDS: &[(u64, usize, &[&str])] = &[
     // a repaired replica's vote floor blocked every election (floor now lowered on reports)
     (266, 3, &[]),
     (320, 3, &[]),
+    // a replica restarted empty forgot its voters and refused every vote (the floor keeps them)
+    (50524, 3, &[]),
     // openraft panicked on a follower's log going back (loosen-follower-log-revert)
     (401, 3, &[]),
     // a repaired replica kept a membership past its log and panicked on its return

@@ -233,7 +233,8 @@ impl Client {
     }
 
     /// Runs a read on the next follower (when reads are spread); a follower that lags
-    /// (OUT_OF_RANGE past its committed offset) or cannot be reached is retried on the leader.
+    /// (OUT_OF_RANGE past its committed offset), cannot be reached, or holds a damaged copy
+    /// (DATA_LOSS) is retried on the leader.
     async fn on_reader<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(LogClient<Channel>) -> Fut,
@@ -246,7 +247,7 @@ impl Client {
                 if is_follower
                     && matches!(
                         status.code(),
-                        tonic::Code::OutOfRange | tonic::Code::Unavailable
+                        tonic::Code::OutOfRange | tonic::Code::Unavailable | tonic::Code::DataLoss
                     ) =>
             {
                 Ok(call(self.leader()?).await?.into_inner())

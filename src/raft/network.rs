@@ -186,17 +186,14 @@ pub async fn handle_rpc(
         RaftRpc::AppendEntries => encode(&raft.append_entries(decode(rpc, payload)?).await),
         RaftRpc::Vote => {
             let request: VoteRequest<NodeId> = decode(rpc, payload)?;
-            let others = {
+            let (me, voters): (NodeId, Vec<NodeId>) = {
                 let metrics = raft.metrics();
                 let metrics = metrics.borrow();
                 let membership = metrics.membership_config.membership();
-                membership
-                    .voter_ids()
-                    .filter(|id| *id != metrics.id)
-                    .collect()
+                (metrics.id, membership.voter_ids().collect())
             };
             let candidate = request.vote.leader_id().voted_for().unwrap_or_default();
-            match guard.refuse(candidate, request.last_log_id, &others) {
+            match guard.refuse(candidate, request.last_log_id, me, voters) {
                 Some(floor) => {
                     let refusal = refuse_below_floor(raft, &request, floor);
                     encode(&Ok::<_, RaftError<NodeId>>(refusal))

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use super::controller::{self, ControllerConfig, MemberView};
 use super::network::{NetworkFactory, RaftTransport};
 use super::proposer::{Proposer, ProposerLimits};
+use super::store::VoteFloor;
 use super::store::{Store, StoreConfig, StoreError};
-use super::types::{BasicNode, LogId, NodeId, Raft};
+use super::types::{BasicNode, NodeId, Raft};
 use crate::io::{Clock, Disk};
 
 /// Raft timing, in milliseconds.
@@ -203,7 +204,7 @@ async fn retention_loop(raft: Raft, store: Store, interval: Duration) {
 
 /// Elections stay off while the store has a vote floor (a repaired replica must not lead or
 /// vote itself in with a log shorter than the one it had: see `store::repair`).
-async fn follow_vote_floor(raft: Raft, mut floor: watch::Receiver<Option<LogId>>) {
+async fn follow_vote_floor(raft: Raft, mut floor: watch::Receiver<Option<VoteFloor>>) {
     let mut metrics = raft.metrics();
     loop {
         let repairing = floor.borrow_and_update().is_some();
@@ -222,7 +223,7 @@ async fn follow_vote_floor(raft: Raft, mut floor: watch::Receiver<Option<LogId>>
 /// `election_timeout_max_ms`, start an election after a delay that differs per node and term.
 async fn break_election_ties(
     raft: Raft,
-    floor: watch::Receiver<Option<LogId>>,
+    floor: watch::Receiver<Option<VoteFloor>>,
     timing: RaftTiming,
 ) {
     let period = Duration::from_millis(timing.election_timeout_max_ms);

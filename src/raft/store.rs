@@ -51,7 +51,7 @@ use tokio::sync::watch;
 mod repair;
 
 use repair::RepairFile;
-pub use repair::RepairState;
+pub use repair::{RepairState, VoteFloor};
 
 use super::log_store::LogStore;
 use super::meta::SlotFile;
@@ -463,7 +463,7 @@ pub(crate) struct Inner {
     /// `raft/repair`: damage to repair at the next open, and the vote floor.
     repair: Mutex<RepairFile>,
     /// The vote floor, for the node and its Raft service.
-    floor: watch::Sender<Option<LogId>>,
+    floor: watch::Sender<Option<VoteFloor>>,
 }
 
 impl Store {
@@ -510,7 +510,7 @@ impl Store {
         };
         let (hwm, _) = watch::channel(0);
         let repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
-        let (floor, _) = watch::channel(repair.state.vote_floor);
+        let (floor, _) = watch::channel(repair.state.vote_floor.clone());
         let inner = Inner {
             config,
             data: Arc::new(data),
@@ -577,7 +577,7 @@ impl Store {
 
     /// The vote floor (see `store::repair`): while it is set, this replica stands for no
     /// election and grants no vote to a candidate whose last log id is below it.
-    pub fn vote_floor(&self) -> watch::Receiver<Option<LogId>> {
+    pub fn vote_floor(&self) -> watch::Receiver<Option<VoteFloor>> {
         self.inner.floor.subscribe()
     }
 

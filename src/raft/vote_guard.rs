@@ -15,44 +15,51 @@
 //! damage are on a majority the replica either is in, holding them itself, so that Raft's own
 //! check refuses a candidate without them, or is not in, so that the candidate cannot win.)
 //!
-//! The voters are those of the membership this replica knows. Membership changes go one at a
-//! time (the controller's rule), so a configuration it missed shares a majority with it.
+//! The voters are those of the membership this replica knows now and those of the one it had
+//! applied when it found the damage (the cut may take its membership back to none). Membership
+//! changes go one at a time (the controller's rule), so a configuration it missed shares a
+//! majority with one it knows.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::store::VoteFloor;
 use super::types::{LogId, NodeId};
 
 /// Shared by every call of the Raft service.
 pub struct VoteGuard {
-    floor: watch::Receiver<Option<LogId>>,
+    floor: watch::Receiver<Option<VoteFloor>>,
     /// The last log id each candidate reported (the newest request).
     reported: Mutex<BTreeMap<NodeId, Option<LogId>>>,
 }
 
 impl VoteGuard {
     /// `floor`: the store's (`Store::vote_floor`).
-    pub fn new(floor: watch::Receiver<Option<LogId>>) -> VoteGuard {
+    pub fn new(floor: watch::Receiver<Option<VoteFloor>>) -> VoteGuard {
         VoteGuard {
             floor,
             reported: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// A vote request from `candidate` with `last_log_id`, this replica's `others` (every voter
-    /// of its membership but itself): `Some(floor)` when it must be refused below `floor`.
+    /// A vote request from `candidate` with `last_log_id`; `me` is this replica and `voters`
+    /// those of its membership now: `Some(floor)` when it must be refused below `floor`.
     pub fn refuse(
         &self,
         candidate: NodeId,
         last_log_id: Option<LogId>,
-        others: &BTreeSet<NodeId>,
+        me: NodeId,
+        voters: impl IntoIterator<Item = NodeId>,
     ) -> Option<LogId> {
-        let floor = (*self.floor.borrow())?;
+        let floor = self.floor.borrow().clone()?;
+        let mut others: BTreeSet<NodeId> = voters.into_iter().collect();
+        others.extend(floor.voters.iter().copied());
+        others.remove(&me);
         let mut reported = self.reported.lock();
         reported.insert(candidate, last_log_id);
-        let floor = effective_floor(floor, &reported, others)?;
+        let floor = effective_floor(floor.log_id, &reported, &others)?;
         (last_log_id < Some(floor)).then_some(floor)
     }
 }
@@ -86,7 +93,19 @@ mod tests {
         LogId::new(CommittedLeaderId::new(term, 0), index)
     }
 
-    fn guard(floor: Option<LogId>) -> (watch::Sender<Option<LogId>>, VoteGuard) {
+    /// A guard on node 9 whose floor (if any) knew no voters.
+    fn guard(floor: Option<LogId>) -> (watch::Sender<Option<VoteFloor>>, VoteGuard) {
+        guard_knowing(floor, &[])
+    }
+
+    fn guard_knowing(
+        floor: Option<LogId>,
+        voters: &[NodeId],
+    ) -> (watch::Sender<Option<VoteFloor>>, VoteGuard) {
+        let floor = floor.map(|log_id| VoteFloor {
+            log_id,
+            voters: voters.iter().copied().collect(),
+        });
         let (sender, receiver) = watch::channel(floor);
         (sender, VoteGuard::new(receiver))
     }
@@ -95,10 +114,12 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    const ME: NodeId = 9;
+
     #[test]
     fn without_a_floor_nothing_is_refused() {
         let (_f, g) = guard(None);
-        assert_eq!(g.refuse(2, None, &others(&[2, 3])), None);
+        assert_eq!(g.refuse(2, None, ME, others(&[2, 3])), None);
     }
 
     #[test]
@@ -106,19 +127,25 @@ mod tests {
         let (_f, g) = guard(Some(lid(22, 22)));
         let voters = others(&[1, 2]);
         // id 2 alone reported: id 1 might hold an entry past it.
-        assert_eq!(g.refuse(2, Some(lid(13, 27)), &voters), Some(lid(22, 22)));
+        assert_eq!(
+            g.refuse(2, Some(lid(13, 27)), ME, voters.clone()),
+            Some(lid(22, 22))
+        );
         // id 1 reports a shorter log: nobody else holds anything past (13, 27).
-        assert_eq!(g.refuse(1, Some(lid(1, 25)), &voters), Some(lid(13, 27)));
-        assert_eq!(g.refuse(2, Some(lid(13, 27)), &voters), None);
+        assert_eq!(
+            g.refuse(1, Some(lid(1, 25)), ME, voters.clone()),
+            Some(lid(13, 27))
+        );
+        assert_eq!(g.refuse(2, Some(lid(13, 27)), ME, voters.clone()), None);
     }
 
     #[test]
     fn reports_only_ever_lower_the_floor() {
         let (_f, g) = guard(Some(lid(5, 10)));
         let voters = others(&[2]);
-        assert_eq!(g.refuse(2, Some(lid(9, 90)), &voters), None);
+        assert_eq!(g.refuse(2, Some(lid(9, 90)), ME, voters.clone()), None);
         // The only other voter now reports (5, 9): the floor drops to it, not below.
-        assert_eq!(g.refuse(2, Some(lid(5, 9)), &voters), None);
+        assert_eq!(g.refuse(2, Some(lid(5, 9)), ME, voters.clone()), None);
         assert_eq!(
             effective_floor(lid(5, 10), &g.reported.lock(), &voters),
             Some(lid(5, 9))
@@ -128,15 +155,30 @@ mod tests {
     #[test]
     fn a_lone_voter_keeps_its_floor() {
         let (_f, g) = guard(Some(lid(3, 3)));
-        assert_eq!(g.refuse(2, Some(lid(1, 1)), &others(&[])), Some(lid(3, 3)));
+        assert_eq!(
+            g.refuse(2, Some(lid(1, 1)), ME, others(&[])),
+            Some(lid(3, 3))
+        );
+    }
+
+    #[test]
+    fn the_voters_known_at_the_damage_must_report_too() {
+        // The cut took the membership back to none: the floor's own voters still count.
+        let (_f, g) = guard_knowing(Some(lid(7, 70)), &[ME, 2, 3]);
+        assert_eq!(g.refuse(2, Some(lid(6, 60)), ME, []), Some(lid(7, 70)));
+        assert_eq!(g.refuse(3, Some(lid(6, 50)), ME, []), Some(lid(6, 60)));
+        assert_eq!(g.refuse(2, Some(lid(6, 60)), ME, []), None);
     }
 
     #[test]
     fn a_cleared_floor_stops_refusing() {
         let (floor, g) = guard(Some(lid(3, 3)));
         let voters = others(&[2, 3]);
-        assert_eq!(g.refuse(2, Some(lid(1, 1)), &voters), Some(lid(3, 3)));
+        assert_eq!(
+            g.refuse(2, Some(lid(1, 1)), ME, voters.clone()),
+            Some(lid(3, 3))
+        );
         floor.send_replace(None);
-        assert_eq!(g.refuse(2, Some(lid(1, 1)), &voters), None);
+        assert_eq!(g.refuse(2, Some(lid(1, 1)), ME, voters.clone()), None);
     }
 }

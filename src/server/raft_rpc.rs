@@ -14,7 +14,8 @@ use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::raft_server;
 use crate::proto::raft::RaftMessage;
 use crate::raft::network::{handle_rpc, RaftRpc, RaftTransport, TransportError, TransportFuture};
-use crate::raft::types::{LogId, Raft};
+use crate::raft::store::VoteFloor;
+use crate::raft::types::Raft;
 use crate::raft::vote_guard::VoteGuard;
 use crate::security::{Action, ClientTls};
 
@@ -34,7 +35,11 @@ pub struct RaftRpcService {
 
 impl RaftRpcService {
     /// `vote_floor`: the store's (`Store::vote_floor`); `access`: the node's (`Node::guard`).
-    pub fn new(raft: Raft, vote_floor: watch::Receiver<Option<LogId>>, access: Arc<Guard>) -> Self {
+    pub fn new(
+        raft: Raft,
+        vote_floor: watch::Receiver<Option<VoteFloor>>,
+        access: Arc<Guard>,
+    ) -> Self {
         RaftRpcService {
             raft,
             guard: VoteGuard::new(vote_floor),

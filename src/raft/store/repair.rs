@@ -23,17 +23,29 @@ use super::{
 use openraft::StoredMembership;
 
 use crate::log::LogError;
-use crate::raft::types::LogId;
+use std::collections::BTreeSet;
+
+use crate::raft::types::{LogId, NodeId};
 
 /// `raft/repair`: every write is fsync'd.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairState {
     /// The first entry a read found damaged: open drops the log from there.
     pub damaged_from: Option<u64>,
-    /// The log this replica held when it found damage (see the module docs).
-    pub vote_floor: Option<LogId>,
+    /// The log this replica held when it found damage, and the voters it knew then.
+    pub vote_floor: Option<VoteFloor>,
     /// Cutting at `damaged_from` failed: restart both logs empty instead.
     pub restart_empty: bool,
+}
+
+/// See the module docs and `raft::vote_guard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteFloor {
+    /// The last log id this replica held when it found damage.
+    pub log_id: LogId,
+    /// The voters of the membership it had applied then: the cut may take its membership back
+    /// to none, and the floor is lowered only on reports from every one of them.
+    pub voters: BTreeSet<NodeId>,
 }
 
 pub(super) struct RepairFile {
@@ -53,7 +65,7 @@ impl RepairFile {
     }
 
     fn update(&mut self, change: impl FnOnce(&mut RepairState)) -> Result<(), StoreError> {
-        let mut next = self.state;
+        let mut next = self.state.clone();
         change(&mut next);
         if next == self.state {
             return Ok(());
@@ -84,16 +96,21 @@ impl Inner {
             return error;
         }
         let floor = self.floor_now();
+        let voters: BTreeSet<NodeId> = {
+            let meta = self.meta.lock();
+            meta.state.membership.membership().voter_ids().collect()
+        };
         tracing::error!(index, ?floor, %error, "damaged entry: this replica drops its log from it and catches up from the leader");
         let persisted = self.repair.lock().update(|r| {
             r.damaged_from = Some(r.damaged_from.map_or(index, |d| d.min(index)));
-            r.vote_floor = r.vote_floor.max(floor);
+            r.vote_floor = merge_floor(r.vote_floor.take(), floor, voters);
         });
         if let Err(e) = persisted {
             tracing::error!(error = %e, "cannot record the damage");
             return error;
         }
-        self.floor.send_replace(self.repair.lock().state.vote_floor);
+        self.floor
+            .send_replace(self.repair.lock().state.vote_floor.clone());
         StoreError::Damaged {
             index,
             source: Box::new(error),
@@ -119,8 +136,8 @@ impl Inner {
     }
 
     /// The vote floor, if any.
-    pub(super) fn vote_floor(&self) -> Option<LogId> {
-        self.repair.lock().state.vote_floor
+    pub(super) fn vote_floor(&self) -> Option<VoteFloor> {
+        self.repair.lock().state.vote_floor.clone()
     }
 
     /// Clears the vote floor once the log has reached it.
@@ -129,10 +146,10 @@ impl Inner {
             return Ok(());
         };
         let last = self.pos.lock().last_log_id();
-        if last < Some(floor) {
+        if last < Some(floor.log_id) {
             return Ok(());
         }
-        tracing::info!(%floor, "the log is back at its vote floor: voting again");
+        tracing::info!(floor = %floor.log_id, "the log is back at its vote floor: voting again");
         self.repair.lock().update(|r| r.vote_floor = None)?;
         self.floor.send_replace(None);
         Ok(())
@@ -144,7 +161,7 @@ impl Inner {
             damaged_from: Some(index),
             restart_empty,
             ..
-        } = self.repair.lock().state
+        } = self.repair.lock().state.clone()
         else {
             return Ok(());
         };
@@ -270,6 +287,23 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// The higher of two floors, with the voters of both.
+fn merge_floor(
+    old: Option<VoteFloor>,
+    log_id: Option<LogId>,
+    voters: BTreeSet<NodeId>,
+) -> Option<VoteFloor> {
+    let Some(log_id) = log_id.max(old.as_ref().map(|f| f.log_id)) else {
+        return old;
+    };
+    let mut all = old.map(|f| f.voters).unwrap_or_default();
+    all.extend(voters);
+    Some(VoteFloor {
+        log_id,
+        voters: all,
+    })
 }
 
 impl StoreError {
