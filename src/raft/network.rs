@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::types::{BasicNode, LogId, NodeId, Raft, TypeConfig};
-use super::vote_guard::VoteGuard;
+use super::vote_guard::{VoteGuard, PROBE_TERM};
 
 /// Which Raft RPC a payload carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +186,17 @@ pub async fn handle_rpc(
         RaftRpc::AppendEntries => encode(&raft.append_entries(decode(rpc, payload)?).await),
         RaftRpc::Vote => {
             let request: VoteRequest<NodeId> = decode(rpc, payload)?;
+            if request.vote.leader_id().term == PROBE_TERM {
+                let answer = VoteResponse {
+                    vote: raft.metrics().borrow().vote,
+                    vote_granted: false,
+                    last_log_id: guard.probe_answer(),
+                };
+                return encode(&Ok::<_, RaftError<NodeId>>(answer)).map_err(|e| DecodeError {
+                    rpc,
+                    message: format!("encoding the answer: {e}"),
+                });
+            }
             let (me, voters): (NodeId, Vec<NodeId>) = {
                 let metrics = raft.metrics();
                 let metrics = metrics.borrow();

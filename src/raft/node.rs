@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Config, ServerState, SnapshotPolicy};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::VoteRequest;
+use openraft::{Config, ServerState, SnapshotPolicy, Vote};
 use tokio::sync::watch;
 
 use super::controller::{self, ControllerConfig, MemberView};
@@ -13,6 +15,7 @@ use super::proposer::{Proposer, ProposerLimits};
 use super::store::VoteFloor;
 use super::store::{Store, StoreConfig, StoreError};
 use super::types::{BasicNode, NodeId, Raft};
+use super::vote_guard::{VoteGuard, PROBE_TERM};
 use crate::io::{Clock, Disk};
 
 /// Raft timing, in milliseconds.
@@ -65,6 +68,7 @@ pub struct RaftNode {
     raft: Raft,
     store: Store,
     proposer: Proposer,
+    vote_guard: Arc<VoteGuard>,
 }
 
 impl RaftNode {
@@ -81,6 +85,7 @@ impl RaftNode {
         let retention =
             config.store.retention_bytes_max.is_some() || config.store.retention_ms_max.is_some();
         let store = Store::open(disk, clock.clone(), config.store)?;
+        let prober = NetworkFactory::new(config.node_id, transport.clone());
         let network = NetworkFactory::new(config.node_id, transport);
         let raft = Raft::new(
             config.node_id,
@@ -99,6 +104,17 @@ impl RaftNode {
             }
         }
         let proposer = Proposer::start(raft.clone(), clock, config.proposer);
+        let vote_guard = Arc::new(VoteGuard::new(store.vote_floor(), {
+            let store = store.clone();
+            Box::new(move || store.last_log_id())
+        }));
+        tokio::spawn(probe_voters(
+            raft.clone(),
+            vote_guard.clone(),
+            prober,
+            members.clone(),
+            config.timing,
+        ));
         tokio::spawn(controller::run(raft.clone(), members, config.controller));
         tokio::spawn(follow_vote_floor(raft.clone(), store.vote_floor()));
         tokio::spawn(break_election_ties(
@@ -115,6 +131,7 @@ impl RaftNode {
             raft,
             store,
             proposer,
+            vote_guard,
         })
     }
 
@@ -132,6 +149,11 @@ impl RaftNode {
 
     pub fn proposer(&self) -> &Proposer {
         &self.proposer
+    }
+
+    /// The votes this replica may grant (see `vote_guard`), for its Raft service.
+    pub fn vote_guard(&self) -> &Arc<VoteGuard> {
+        &self.vote_guard
     }
 
     pub fn is_leader(&self) -> bool {
@@ -213,6 +235,37 @@ async fn follow_vote_floor(raft: Raft, mut floor: watch::Receiver<Option<VoteFlo
             biased;
             changed = floor.changed() => if changed.is_err() { return },
             _ = metrics.wait_for(|m| m.running_state.is_err()) => return,
+        }
+    }
+}
+
+/// While this replica has a vote floor, asks each voter that has not reported its log for it (a
+/// probe: see `vote_guard`), once per `election_timeout_max_ms`, until Raft stops.
+async fn probe_voters(
+    raft: Raft,
+    guard: Arc<VoteGuard>,
+    mut network: NetworkFactory,
+    members: watch::Receiver<MemberView>,
+    timing: RaftTiming,
+) {
+    let period = Duration::from_millis(timing.election_timeout_max_ms);
+    let metrics = raft.metrics();
+    loop {
+        tokio::time::sleep(period).await;
+        let now = metrics.borrow().clone();
+        if now.running_state.is_err() || metrics.has_changed().is_err() {
+            return;
+        }
+        let membership = now.membership_config.membership();
+        for id in guard.unreported(now.id, membership.voter_ids()) {
+            let addr = (membership.get_node(&id).map(|n| n.addr.clone()))
+                .or_else(|| members.borrow().get(&id).map(|m| m.rpc_addr.clone()));
+            let Some(addr) = addr else { continue };
+            let mut client = network.new_client(id, &BasicNode::new(addr)).await;
+            let probe = VoteRequest::new(Vote::new(PROBE_TERM, now.id), None);
+            if let Ok(answer) = client.vote(probe, RPCOption::new(period)).await {
+                guard.report(id, answer.last_log_id);
+            }
         }
     }
 }

@@ -15,6 +15,11 @@
 //! damage are on a majority the replica either is in, holding them itself, so that Raft's own
 //! check refuses a candidate without them, or is not in, so that the candidate cannot win.)
 //!
+//! A voter that does not campaign (a learner since, or one that already has the longer log) never
+//! reports on its own, so the replica also *probes* them (`RaftNode`): a vote request for term
+//! 0, which no Raft grants or acts on, answered here (never by Raft) with the answerer's last log
+//! id, or its own floor if that is higher.
+//!
 //! The voters are those of the membership this replica knows now and those of the one it had
 //! applied when it found the damage (the cut may take its membership back to none). Membership
 //! changes go one at a time (the controller's rule), so a configuration it missed shares a
@@ -28,20 +33,54 @@ use tokio::sync::watch;
 use super::store::VoteFloor;
 use super::types::{LogId, NodeId};
 
-/// Shared by every call of the Raft service.
+/// Where this replica's log ends, read when answering a probe.
+pub type LastLogId = Box<dyn Fn() -> Option<LogId> + Send + Sync>;
+
+/// The term of a probe's vote (no candidate's term is 0).
+pub const PROBE_TERM: u64 = 0;
+
+/// Shared by every call of the Raft service and the prober.
 pub struct VoteGuard {
     floor: watch::Receiver<Option<VoteFloor>>,
+    last_log_id: LastLogId,
     /// The last log id each candidate reported (the newest request).
     reported: Mutex<BTreeMap<NodeId, Option<LogId>>>,
 }
 
 impl VoteGuard {
-    /// `floor`: the store's (`Store::vote_floor`).
-    pub fn new(floor: watch::Receiver<Option<VoteFloor>>) -> VoteGuard {
+    /// `floor`: the store's (`Store::vote_floor`); `last_log_id`: the store's last log id.
+    pub fn new(floor: watch::Receiver<Option<VoteFloor>>, last_log_id: LastLogId) -> VoteGuard {
         VoteGuard {
             floor,
+            last_log_id,
             reported: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// What this replica answers a probe: its last log id, or its floor if higher (a repaired
+    /// replica must not report less than it once held).
+    pub fn probe_answer(&self) -> Option<LogId> {
+        let floor = self.floor.borrow().as_ref().map(|f| f.log_id);
+        (self.last_log_id)().max(floor)
+    }
+
+    /// A probed voter's answer.
+    pub fn report(&self, voter: NodeId, last_log_id: Option<LogId>) {
+        self.reported.lock().insert(voter, last_log_id);
+    }
+
+    /// The voters (of `voters` and the floor's) that have not reported yet, while there is a
+    /// floor.
+    pub fn unreported(&self, me: NodeId, voters: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+        let Some(floor) = self.floor.borrow().clone() else {
+            return Vec::new();
+        };
+        let reported = self.reported.lock();
+        let mut all: BTreeSet<NodeId> = voters.into_iter().collect();
+        all.extend(floor.voters);
+        all.into_iter()
+            .filter(|id| *id != me && !reported.contains_key(id))
+            .collect()
     }
 
     /// A vote request from `candidate` with `last_log_id`; `me` is this replica and `voters`
@@ -107,7 +146,10 @@ mod tests {
             voters: voters.iter().copied().collect(),
         });
         let (sender, receiver) = watch::channel(floor);
-        (sender, VoteGuard::new(receiver))
+        (
+            sender,
+            VoteGuard::new(receiver, Box::new(|| Some(lid(2, 20)))),
+        )
     }
 
     fn others(ids: &[NodeId]) -> BTreeSet<NodeId> {
@@ -168,6 +210,22 @@ mod tests {
         assert_eq!(g.refuse(2, Some(lid(6, 60)), ME, []), Some(lid(7, 70)));
         assert_eq!(g.refuse(3, Some(lid(6, 50)), ME, []), Some(lid(6, 60)));
         assert_eq!(g.refuse(2, Some(lid(6, 60)), ME, []), None);
+    }
+
+    #[test]
+    fn probes_fill_in_the_voters_that_never_campaign() {
+        let (_f, g) = guard_knowing(Some(lid(7, 70)), &[ME, 1, 2, 3]);
+        assert_eq!(g.unreported(ME, [ME, 2, 3]), vec![1, 2, 3]);
+        assert_eq!(
+            g.refuse(2, Some(lid(6, 60)), ME, [ME, 2, 3]),
+            Some(lid(7, 70))
+        );
+        g.report(1, Some(lid(5, 50)));
+        g.report(3, None);
+        assert!(g.unreported(ME, [ME, 2, 3]).is_empty());
+        assert_eq!(g.refuse(2, Some(lid(6, 60)), ME, [ME, 2, 3]), None);
+        // A probe is answered with the floor while it is above the log.
+        assert_eq!(g.probe_answer(), Some(lid(7, 70)));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn serve(
         .add_optional_service(node.raft().map(|raft| {
             RaftServer::new(RaftRpcService::new(
                 raft.raft().clone(),
-                raft.store().vote_floor(),
+                raft.vote_guard().clone(),
                 node.guard().clone(),
             ))
         }))
@@ -114,14 +114,14 @@ pub async fn serve(
 #[cfg(not(madsim))]
 fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
     let raft_node = node.raft()?;
-    let (raft, vote_floor) = (raft_node.raft().clone(), raft_node.store().vote_floor());
+    let (raft, vote_guard) = (raft_node.raft().clone(), raft_node.vote_guard().clone());
     let config = node.config();
     let bytes_max = config
         .cluster
         .as_ref()?
         .raft_message_bytes_max(&config.limits);
     Some(
-        RaftServer::new(RaftRpcService::new(raft, vote_floor, node.guard().clone()))
+        RaftServer::new(RaftRpcService::new(raft, vote_guard, node.guard().clone()))
             .max_decoding_message_size(bytes_max)
             .max_encoding_message_size(bytes_max),
     )

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -14,7 +13,6 @@ use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::raft_server;
 use crate::proto::raft::RaftMessage;
 use crate::raft::network::{handle_rpc, RaftRpc, RaftTransport, TransportError, TransportFuture};
-use crate::raft::store::VoteFloor;
 use crate::raft::types::Raft;
 use crate::raft::vote_guard::VoteGuard;
 use crate::security::{Action, ClientTls};
@@ -28,21 +26,18 @@ const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// (with an ACL, only the members' certificate CNs should have it).
 pub struct RaftRpcService {
     raft: Raft,
-    guard: VoteGuard,
+    guard: Arc<VoteGuard>,
     /// Who may call (the `raft` action).
     access: Arc<Guard>,
 }
 
 impl RaftRpcService {
-    /// `vote_floor`: the store's (`Store::vote_floor`); `access`: the node's (`Node::guard`).
-    pub fn new(
-        raft: Raft,
-        vote_floor: watch::Receiver<Option<VoteFloor>>,
-        access: Arc<Guard>,
-    ) -> Self {
+    /// `vote_guard`: the replica's (`RaftNode::vote_guard`); `access`: the node's
+    /// (`Node::guard`).
+    pub fn new(raft: Raft, vote_guard: Arc<VoteGuard>, access: Arc<Guard>) -> Self {
         RaftRpcService {
             raft,
-            guard: VoteGuard::new(vote_floor),
+            guard: vote_guard,
             access,
         }
     }
