@@ -245,7 +245,8 @@ fn draw_cluster(rng: &mut Rng, node: usize, nodes: usize, intensity: &Intensity)
     };
     let down_ms = |rng: &mut Rng| {
         // Most crashes are short; some last past gossip's failure detection and the leader's
-        // down grace, so the node is demoted and comes back as a learner.
+        // down grace, so the node may be demoted (when a learner replaces it or the margin
+        // grows: see `controller`) and comes back as a learner.
         if rng.percent(20) {
             rng.between(2_000, 20_000)
         } else {

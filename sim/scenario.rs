@@ -160,7 +160,8 @@ impl Params {
                 bootstrap: index == 0,
                 voters_target: self.voters_target,
                 // Gossip sees a crashed node down after ~5-9 s (4 s suspicion): a voter down
-                // ~10 s or more is demoted, a learner down ~25 s or more removed.
+                // ~10 s or more may be demoted (see `controller`), a learner down ~25 s or more
+                // removed.
                 down_grace_ms: 5_000,
                 remove_after_ms: 20_000,
                 heartbeat_ms,

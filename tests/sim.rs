@@ -289,6 +289,12 @@ const REGRESSION_SEEDS: &[(u64, usize, &[&str])] = &[
     // a repaired replica kept a membership past its log and panicked on its return
     (435, 3, &[]),
     (86, 5, &[]),
+    // a repaired replica waited for the report of a voter since demoted, which never campaigns
+    // (the replica now probes it)
+    (62306, 3, &[]),
+    // 3 voters demoted to 2 with no learner to replace the down one; a damaged disk then left
+    // entries only on the learner and stalled them for good (no such demotion now)
+    (60504, 3, &[]),
 ];
 
 fn run_all(settings: &Settings, runner: &Path, logs: &Path) -> ExitCode {

@@ -5,8 +5,17 @@
 //! Rules, in order: finish a joint configuration left by a crashed leader; update a member whose
 //! address changed; add an alive member unknown to Raft as a learner; promote a caught-up,
 //! alive learner while there are fewer voters than `voters_target`; demote (to learner) a voter
-//! that gossip has seen down for `down_grace_ms` if the remaining voters keep a live majority;
-//! remove a learner down for `remove_after_ms`. One gossip "down" never removes a voter at once.
+//! that gossip has seen down for `down_grace_ms` if the remaining voters keep a live majority and
+//! the demotion buys something (below); remove a learner down for `remove_after_ms`. One gossip
+//! "down" never removes a voter at once.
+//!
+//! A demotion buys something when a caught-up, alive learner is there to take the voter's place,
+//! or when dropping every long-down voter lets the cluster survive more further failures than it
+//! does now (5 voters with 2 down: none; 3 voters: one). Otherwise it only makes the
+//! configuration even: 3 voters with one down already need both others, and so would 2, but the
+//! down one, back, restores the margin at once as a voter, not after a re-promotion; and in a
+//! 2-voter configuration the damage of one replica's disk stalls the cluster for good when the
+//! entries it lost are left only on a learner (simulation seed 60504 at N = 3).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -111,38 +120,47 @@ pub fn next_change(
             }
         }
     }
+    let last_index = metrics.last_log_index.unwrap_or(0);
+    // Only a learner Raft has actually reached (gossip alone proves nothing about its gRPC
+    // address): promoting an unreachable one would stall every commit in the joint config.
+    let caught_up = |id: &NodeId| {
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).copied().flatten());
+        matched.is_some_and(|log_id| log_id.index + config.learner_lag_max >= last_index)
+    };
+    let replacement = learners
+        .iter()
+        .find(|id| down_for(id).is_none() && caught_up(id));
     if voters.len() < config.voters_target {
-        let last_index = metrics.last_log_index.unwrap_or(0);
-        // Only a learner Raft has actually reached (gossip alone proves nothing about its gRPC
-        // address): promoting an unreachable one would stall every commit in the joint config.
-        let caught_up = |id: &NodeId| {
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(id).copied().flatten());
-            matched.is_some_and(|log_id| log_id.index + config.learner_lag_max >= last_index)
-        };
-        if let Some(id) = learners
-            .iter()
-            .find(|id| down_for(id).is_none() && caught_up(id))
-        {
+        if let Some(id) = replacement {
             return Some(Change::Promote { id: *id });
         }
     }
     let grace = Duration::from_millis(config.down_grace_ms);
     let alive_voters = voters.iter().filter(|id| down_for(id).is_none()).count();
-    for id in voters.iter().filter(|id| **id != metrics.id) {
-        let long_down = down_for(id).is_some_and(|d| d >= grace);
-        // After the demotion, the alive voters must still be a majority of the rest.
-        if long_down && voters.len() > 1 && alive_voters * 2 > voters.len() - 1 {
-            return Some(Change::Demote { id: *id });
-        }
+    let long_down: Vec<NodeId> = (voters.iter().copied())
+        .filter(|id| *id != metrics.id && down_for(id).is_some_and(|d| d >= grace))
+        .collect();
+    // After the demotion, the alive voters must still be a majority of the rest.
+    let live_majority_after = voters.len() > 1 && alive_voters * 2 > voters.len() - 1;
+    let worth_it = replacement.is_some() || shrinking_helps(voters.len(), long_down.len());
+    if let (Some(id), true, true) = (long_down.first(), live_majority_after, worth_it) {
+        return Some(Change::Demote { id: *id });
     }
     let remove_after = Duration::from_millis(config.remove_after_ms);
     learners
         .iter()
         .find(|id| down_for(id).is_some_and(|d| d >= remove_after))
         .map(|id| Change::Remove { id: *id })
+}
+
+/// Whether `voters` of which `down` are long down would survive more further failures without
+/// the down ones than they do now.
+fn shrinking_helps(voters: usize, down: usize) -> bool {
+    let tolerated = |voters: usize, down: usize| (voters as i64 - 1) / 2 - down as i64;
+    down > 0 && tolerated(voters - down, 0) > tolerated(voters, down)
 }
 
 /// Applies `next_change` every `interval_ms` while this node leads; ends when the view's sender
@@ -333,21 +351,72 @@ mod tests {
     #[test]
     fn a_down_voter_is_demoted_only_after_the_grace_period_and_with_a_live_majority() {
         let now = Instant::now();
-        let m = metrics(&[1, 2, 3], &[], &[(2, 10), (3, 10)], 10);
-        let briefly_down = view(now, &[(1, true, 0), (2, true, 0), (3, false, 29_000)]);
-        assert_eq!(decide(&briefly_down, &m, now), None);
-        let long_down = view(now, &[(1, true, 0), (2, true, 0), (3, false, 31_000)]);
-        assert_eq!(decide(&long_down, &m, now), Some(Change::Demote { id: 3 }));
+        let m = metrics(&[1, 2, 3], &[4], &[(2, 10), (3, 10), (4, 10)], 10);
+        let briefly_down = [(1, true, 0), (2, true, 0), (3, false, 29_000), (4, true, 0)];
+        assert_eq!(decide(&view(now, &briefly_down), &m, now), None);
+        let long_down = [(1, true, 0), (2, true, 0), (3, false, 31_000), (4, true, 0)];
+        assert_eq!(
+            decide(&view(now, &long_down), &m, now),
+            Some(Change::Demote { id: 3 })
+        );
         // Two of three voters down: demoting one would leave no live majority of the rest.
-        let two_down = view(now, &[(1, true, 0), (2, false, 31_000), (3, false, 31_000)]);
-        assert_eq!(decide(&two_down, &m, now), None);
+        let two_down = [
+            (1, true, 0),
+            (2, false, 31_000),
+            (3, false, 31_000),
+            (4, true, 0),
+        ];
+        assert_eq!(decide(&view(now, &two_down), &m, now), None);
+    }
+
+    #[test]
+    fn a_down_voter_is_demoted_only_when_a_learner_replaces_it_or_the_margin_grows() {
+        let now = Instant::now();
+        // 3 voters, one down, no learner: 2 voters would tolerate no more failures than 3 do.
+        let m = metrics(&[1, 2, 3], &[], &[(2, 10), (3, 10)], 10);
+        let members = view(now, &[(1, true, 0), (2, true, 0), (3, false, 31_000)]);
+        assert_eq!(decide(&members, &m, now), None);
+        // A learner that lags is no replacement.
+        let m = metrics(&[1, 2, 3], &[4], &[(2, 5_000), (3, 10), (4, 10)], 5_000);
+        let members = [(1, true, 0), (2, true, 0), (3, false, 31_000), (4, true, 0)];
+        assert_eq!(decide(&view(now, &members), &m, now), None);
+        // 5 voters, two down: 3 voters tolerate one failure, 5 with two down none.
+        let m = metrics(
+            &[1, 2, 3, 4, 5],
+            &[],
+            &[(2, 10), (3, 10), (4, 10), (5, 10)],
+            10,
+        );
+        let two_down = [
+            (1, true, 0),
+            (2, true, 0),
+            (3, true, 0),
+            (4, false, 31_000),
+            (5, false, 31_000),
+        ];
+        assert_eq!(
+            decide(&view(now, &two_down), &m, now),
+            Some(Change::Demote { id: 4 })
+        );
+        // 5 voters, one down: 4 voters tolerate one failure, as 5 with one down do.
+        let one_down = [
+            (1, true, 0),
+            (2, true, 0),
+            (3, true, 0),
+            (4, true, 0),
+            (5, false, 31_000),
+        ];
+        assert_eq!(decide(&view(now, &one_down), &m, now), None);
+        assert!(shrinking_helps(4, 1));
+        assert!(!shrinking_helps(3, 1));
+        assert!(!shrinking_helps(3, 0));
     }
 
     #[test]
     fn a_member_raft_knows_but_gossip_never_saw_counts_as_down_since_start() {
         let now = Instant::now();
-        let m = metrics(&[1, 2, 3], &[], &[(2, 10), (3, 10)], 10);
-        let members = view(now, &[(1, true, 0), (2, true, 0)]);
+        let m = metrics(&[1, 2, 3], &[4], &[(2, 10), (3, 10), (4, 10)], 10);
+        let members = view(now, &[(1, true, 0), (2, true, 0), (4, true, 0)]);
         assert_eq!(decide(&members, &m, now), Some(Change::Demote { id: 3 }));
     }
 
