@@ -403,8 +403,15 @@ impl Log {
         let result = state.active_mut().truncate_from(offset, self.limits);
         // The clamp floor goes back to the newest record kept, as `open` would compute it: a
         // replica that truncated a suffix stamped by a leader with a fast clock must stamp what
-        // replaces it as every other replica does (timestamps agree across replicas).
+        // replaces it as every other replica does (timestamps agree across replicas). The floor
+        // comes from the kept record's frame, whose CRC covers it, not from its index entry,
+        // which no CRC covers (a flipped bit there made a replica diverge: seed 70904).
         state.last_timestamp_ms = newest_timestamp_ms(&state.segments);
+        let result = result.and_then(|()| {
+            let frame = (state.active()).frame_last_timestamp_ms(self.config.record_bytes_max)?;
+            state.last_timestamp_ms = frame.unwrap_or(state.last_timestamp_ms);
+            Ok(())
+        });
         self.publish(&state);
         result.map_err(|e| self.poison(e))
     }

@@ -503,10 +503,39 @@ impl Segment {
         self.decode_all(buf, start, offset, count as usize, record_bytes_max)
     }
 
-    /// Checks that the last record reads back whole (length, CRC, offset) and that its frame
-    /// ends exactly where the store does: after a truncation whose cut point came from the
-    /// index, a damaged index entry shows up here instead of as a hole or garbage later.
+    /// Checks that the last record reads back whole (length, CRC, offset), that its frame
+    /// ends exactly where the store does and that its index entry has its timestamp: after a
+    /// truncation whose cut point came from the index, a damaged index entry shows up here
+    /// instead of as a hole, garbage or a wrong timestamp floor later.
     pub fn check_tail(&self, record_bytes_max: u32) -> Result<(), LogError> {
+        let Some((timestamp_ms, entry)) = self.read_tail(record_bytes_max)? else {
+            return Ok(());
+        };
+        if timestamp_ms != entry.timestamp_ms {
+            return Err(self.corrupt(
+                entry.position,
+                format!(
+                    "the index gives record {} timestamp {} but its frame holds {timestamp_ms}",
+                    self.next - 1,
+                    entry.timestamp_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The last record's timestamp as its frame (whose CRC covers it) holds it, `None` when the
+    /// segment is empty; the frame is checked as `check_tail` checks it, the index entry's
+    /// timestamp is not.
+    pub fn frame_last_timestamp_ms(&self, record_bytes_max: u32) -> Result<Option<i64>, LogError> {
+        Ok(self
+            .read_tail(record_bytes_max)?
+            .map(|(timestamp_ms, _)| timestamp_ms))
+    }
+
+    /// The last record's timestamp from its frame and its index entry, once the frame reads
+    /// back whole, holds that record and ends where the store does.
+    fn read_tail(&self, record_bytes_max: u32) -> Result<Option<(i64, IndexEntry)>, LogError> {
         if let Some(damage) = self.damage.as_ref().filter(|d| d.offset < self.next) {
             return Err(self.corrupt(damage.position, damage.reason.clone()));
         }
@@ -514,10 +543,11 @@ impl Segment {
             if self.store_bytes != 0 {
                 return Err(self.corrupt(0, "an empty segment has bytes in its store".into()));
             }
-            return Ok(());
+            return Ok(None);
         }
         let last = self.next - 1;
-        let start = self.entry(last - self.base)?.position;
+        let entry = self.entry(last - self.base)?;
+        let start = entry.position;
         if start >= self.store_bytes {
             return Err(self.corrupt(
                 start,
@@ -537,7 +567,7 @@ impl Segment {
                 ),
             ));
         }
-        Ok(())
+        Ok(Some((record.timestamp_ms, entry)))
     }
 
     fn read_range(&self, start: u64, end: u64) -> Result<Bytes, LogError> {
