@@ -2,6 +2,7 @@
 //! through gossip, produce through any member, identical replicas, leader failover.
 
 mod member_support;
+use member_support::{eventually, WAIT};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +16,6 @@ use loghouse::client::Client;
 use loghouse::config::{ClusterConfig, NodeConfig};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::{start_member, Node, ServerError};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 struct TestMember {
     id: u64,
@@ -74,18 +73,6 @@ impl TestMember {
 
     fn is_leader(&self) -> bool {
         self.node.raft().unwrap().is_leader()
-    }
-}
-
-/// Polls `check` until it holds or `WAIT` passes.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

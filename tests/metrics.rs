@@ -3,6 +3,7 @@
 //! Raft and gossip gauges agree with the cluster's state.
 
 mod member_support;
+use member_support::WAIT;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,8 +21,6 @@ use loghouse::config::NodeConfig;
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::proto;
 use loghouse::server::{Node, ServerError};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// One scrape: `series` (name plus labels, as written) to value.
 #[derive(Debug)]

@@ -15,6 +15,7 @@
 #![cfg(not(madsim))]
 
 mod member_support;
+use member_support::{eventually, WAIT};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,8 +32,6 @@ use loghouse::proto::raft::{raft_client::RaftClient, RaftMessage};
 use loghouse::security::certs::{Ca, Pem};
 use loghouse::security::{AclText, GossipKey, Secrets, TlsMaterial};
 use loghouse::server::{Node, ServerError};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 const MODEL: &str = include_str!("../examples/acl/model.conf");
 /// The original Loghouse's policy lines, plus the members' `raft` grants.
@@ -305,17 +304,6 @@ impl TestMember {
 
     fn is_leader(&self) -> bool {
         self.node.raft().unwrap().is_leader()
-    }
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -6,10 +6,26 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use loghouse::config::{ClusterConfig, NodeConfig};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::{start_member, Member};
+
+/// How long a test waits for the cluster to get somewhere.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it holds or `WAIT` passes.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// A member that is started but not yet served.
 pub struct Started {
