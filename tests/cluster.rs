@@ -2,11 +2,10 @@
 //! through gossip, produce through any member, identical replicas, leader failover.
 
 mod member_support;
-use member_support::{eventually, WAIT};
+use member_support::eventually;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -76,17 +75,6 @@ impl TestMember {
     }
 }
 
-async fn voters(member: &TestMember) -> usize {
-    let client = Client::connect(&member.addr).await.unwrap();
-    client
-        .servers()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|s| s.is_voter)
-        .count()
-}
-
 async fn start_three(dir: &Path) -> Vec<TestMember> {
     start_three_with(dir, |_| {}).await
 }
@@ -98,11 +86,7 @@ async fn start_three_with(dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> Vec<Te
     let second = TestMember::start_with(dir, 2, seed.clone(), &tweak).await;
     let third = TestMember::start_with(dir, 3, seed, &tweak).await;
     let members = vec![first, second, third];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while voters(&members[0]).await < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "3 voters in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    member_support::wait_for_voters(&members[0].addr, 3).await;
     members
 }
 

@@ -8,7 +8,6 @@ use member_support::WAIT;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -345,21 +344,18 @@ async fn scrapes_until(
     what: &str,
     check: impl Fn(&[Scrape]) -> bool,
 ) -> Vec<Scrape> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    member_support::poll_until(what, || async {
         let mut scrapes = Vec::new();
         for m in members {
             scrapes.push(scrape(m.metrics).await);
         }
         if check(&scrapes) {
-            return scrapes;
+            Ok(scrapes)
+        } else {
+            Err(scrapes)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {scrapes:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -379,20 +375,7 @@ async fn cluster_gauges_agree_with_the_cluster() {
                 == 1.0
     })
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let servers = Client::connect(&members[0].addr)
-            .await
-            .unwrap()
-            .servers()
-            .await
-            .unwrap();
-        if servers.iter().filter(|s| s.is_voter).count() == 3 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "3 voters in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    member_support::wait_for_voters(&members[0].addr, 3).await;
 
     // Load through the cluster client (it finds the leader).
     let client = Client::connect_cluster(&members[1].addr).await.unwrap();

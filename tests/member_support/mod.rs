@@ -3,11 +3,14 @@
 
 #![allow(dead_code)] // each test file uses a part of it
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loghouse::client::Client;
 use loghouse::config::{ClusterConfig, NodeConfig};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::{start_member, Member};
@@ -17,14 +20,43 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Polls `check` until it holds or `WAIT` passes.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    poll_until(what, || std::future::ready(check().then_some(()).ok_or(()))).await
+}
+
+/// Runs `attempt` every 50 ms until it returns `Ok`; panics with its last `Err` once `WAIT`
+/// passes. (A bound on a wait, not a measure of speed: `WAIT` is generous.)
+pub async fn poll_until<T, E: Debug, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
+    loop {
+        let last = match attempt().await {
+            Ok(done) => return done,
+            Err(last) => last,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; last: {last:#?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How many voters the member serving gRPC at `addr` lists.
+pub async fn voters(addr: &str) -> usize {
+    let client = Client::connect(addr).await.unwrap();
+    let servers = client.servers().await.unwrap();
+    servers.iter().filter(|s| s.is_voter).count()
+}
+
+/// Waits until the member at `addr` lists `count` voters.
+pub async fn wait_for_voters(addr: &str, count: usize) {
+    poll_until(&format!("{count} voters"), || async {
+        let now = voters(addr).await;
+        (now == count).then_some(()).ok_or(now)
+    })
+    .await
 }
 
 /// A member that is started but not yet served.
