@@ -1,15 +1,15 @@
 //! `loghouse bench grpc`: produce and consume load over gRPC, with throughput and latency
 //! percentiles. It measures; it asserts nothing.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::Semaphore;
 
 use crate::client::Client;
 use crate::proto;
@@ -45,6 +45,13 @@ pub struct GrpcBenchOptions {
     /// `stream` (ProduceStream, one record a message), `batch` (ProduceBatch), or `unary` (Produce).
     #[arg(long, default_value = "stream")]
     pub mode: String,
+    /// Value bytes per consumed batch (ConsumeBatchStream `max_bytes`; 0: the server's limit).
+    #[arg(long, default_value_t = crate::client::FOLLOW_BATCH_BYTES)]
+    pub consume_batch_bytes: u64,
+    /// The phases to run: `produce,consume` (consume reads what produce wrote), `produce`, or
+    /// `consume` (reads the whole log as it is).
+    #[arg(long, default_value = "produce,consume", value_delimiter = ',')]
+    pub phases: Vec<String>,
     /// Give up after this many seconds per phase.
     #[arg(long, default_value_t = 60)]
     pub seconds_max: u64,
@@ -67,10 +74,19 @@ pub async fn run(options: GrpcBenchOptions) -> anyhow::Result<()> {
     };
     let tls = options.tls.load()?;
     let client = Client::connect_with(&addr, tls.as_ref()).await?;
-    let start_offset = client.info().await?.next_offset;
-    let produce = produce_phase(&client, &options).await?;
-    let consume = consume_phase(&client, &options, start_offset, produce.records).await?;
-    print_table(&options, &[produce, consume]);
+    let (produce, consume) = phases(&options.phases)?;
+    let info = client.info().await?;
+    let mut done = Vec::new();
+    let (mut start, mut records) = (info.lowest_offset, info.next_offset - info.lowest_offset);
+    if produce {
+        start = info.next_offset;
+        done.push(produce_phase(&client, &options).await?);
+        records = done[0].records;
+    }
+    if consume {
+        done.push(consume_phase(&client, &options, start, records).await?);
+    }
+    print_table(&options, &done);
     if let Some(pid) = options.server_pid {
         println!(
             "server peak RSS (VmHWM of pid {pid}): {}",
@@ -83,6 +99,19 @@ pub async fn run(options: GrpcBenchOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Which of (produce, consume) `--phases` names.
+fn phases(names: &[String]) -> anyhow::Result<(bool, bool)> {
+    let mut chosen = (false, false);
+    for name in names {
+        match name.as_str() {
+            "produce" => chosen.0 = true,
+            "consume" => chosen.1 = true,
+            other => anyhow::bail!("unknown phase {other:?}: expected produce or consume"),
+        }
+    }
+    Ok(chosen)
 }
 
 async fn produce_phase(client: &Client, options: &GrpcBenchOptions) -> anyhow::Result<Phase> {
@@ -126,6 +155,8 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 /// One ProduceStream; `in_flight` records outstanding; latency is send-to-ack per record.
+/// The request stream is polled by the transport itself (no task or channel between), so the
+/// client spends its CPU on the records, not on handing them around.
 async fn produce_stream(
     client: &Client,
     value: Bytes,
@@ -133,40 +164,38 @@ async fn produce_stream(
     in_flight: usize,
     deadline: Instant,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
-    let (tx, rx) = mpsc::channel(in_flight.max(1));
-    let (sent_tx, mut sent_rx) = mpsc::channel::<Instant>(in_flight.max(1));
-    let mut responses = client
-        .raw()
-        .produce_stream(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let sender = tokio::spawn(async move {
-        for _ in 0..count {
-            if Instant::now() > deadline || sent_tx.send(Instant::now()).await.is_err() {
-                break;
+    let window = Arc::new(Semaphore::new(in_flight.max(1)));
+    // Send times of the records not yet acknowledged, oldest first (acks come in order).
+    let sent = Arc::new(Mutex::new(VecDeque::with_capacity(in_flight.max(1))));
+    let requests = {
+        let (window, sent) = (window.clone(), sent.clone());
+        futures::stream::unfold(0u64, move |n| {
+            let (window, sent, value) = (window.clone(), sent.clone(), value.clone());
+            async move {
+                if n == count || Instant::now() > deadline {
+                    return None;
+                }
+                window.acquire().await.ok()?.forget();
+                sent.lock().expect("not poisoned").push_back(Instant::now());
+                let record = Some(proto::Record {
+                    value,
+                    ..Default::default()
+                });
+                Some((proto::ProduceRequest { record }, n + 1))
             }
-            let record = Some(proto::Record {
-                value: value.clone(),
-                ..Default::default()
-            });
-            if tx.send(proto::ProduceRequest { record }).await.is_err() {
-                break;
-            }
-        }
-    });
+        })
+    };
+    let mut responses = client.raw().produce_stream(requests).await?.into_inner();
     let mut histogram = new_histogram();
     let mut acked = 0;
-    while let Some(sent_at) = sent_rx.recv().await {
-        match responses.next().await {
-            Some(response) => {
-                response?;
-                record_latency(&mut histogram, sent_at.elapsed());
-                acked += 1;
-            }
-            None => break,
-        }
+    while let Some(response) = responses.next().await {
+        response?;
+        let sent_at = sent.lock().expect("not poisoned").pop_front();
+        let sent_at = sent_at.context("the server acknowledged a record never sent")?;
+        record_latency(&mut histogram, sent_at.elapsed());
+        window.add_permits(1);
+        acked += 1;
     }
-    sender.await?;
     Ok((acked, histogram))
 }
 
@@ -246,8 +275,10 @@ async fn consume_phase(
     let mut tasks = Vec::new();
     for _ in 0..options.streams.max(1) {
         let (client, total) = (client.clone(), total.clone());
+        let batch_bytes = options.consume_batch_bytes;
         tasks.push(tokio::spawn(async move {
-            let read = tokio::time::timeout(deadline, consume_range(&client, start, records)).await;
+            let read = consume_range(&client, start, records, batch_bytes);
+            let read = tokio::time::timeout(deadline, read).await;
             let read = read.unwrap_or(Ok(0))?;
             total.fetch_add(read, std::sync::atomic::Ordering::Relaxed);
             anyhow::Ok(())
@@ -265,8 +296,14 @@ async fn consume_phase(
     })
 }
 
-async fn consume_range(client: &Client, start: u64, count: u64) -> anyhow::Result<u64> {
-    let mut stream = client.follow(crate::client::Start::Offset(start)).await?;
+async fn consume_range(
+    client: &Client,
+    start: u64,
+    count: u64,
+    batch_bytes: u64,
+) -> anyhow::Result<u64> {
+    let start = crate::client::Start::Offset(start);
+    let mut stream = client.follow_with(start, batch_bytes).await?;
     let mut read = 0;
     while read < count {
         match stream.next().await {

@@ -113,6 +113,10 @@ struct ClusterState {
 
 /// The largest message the client sends or accepts.
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Value bytes per batch that `follow` asks for. Batches that fit in the CPU's caches are
+/// decoded while still warm; multi-megabyte ones are not (measured in README, "Benchmarks").
+pub const FOLLOW_BATCH_BYTES: u64 = 256 * 1024;
 /// Attempts for one write before its last error is returned.
 /// How long a write keeps being retried (through leader elections) before its last error is
 /// returned.
@@ -383,15 +387,26 @@ impl Client {
     }
 
     /// Every committed record from `start`, then new ones as they commit; never ends by itself.
+    /// Batches hold up to `FOLLOW_BATCH_BYTES` of values.
     pub async fn follow(
         &self,
         start: Start,
+    ) -> Result<impl Stream<Item = Result<Vec<Record>, ClientError>>, ClientError> {
+        self.follow_with(start, FOLLOW_BATCH_BYTES).await
+    }
+
+    /// `follow` with batches of up to `batch_bytes_max` value bytes (0: the server's limit). A
+    /// batch always holds at least one record.
+    pub async fn follow_with(
+        &self,
+        start: Start,
+        batch_bytes_max: u64,
     ) -> Result<impl Stream<Item = Result<Vec<Record>, ClientError>>, ClientError> {
         let (offset, from_timestamp_ms) = start.split();
         let request = proto::ConsumeBatchRequest {
             offset,
             max_records: 0,
-            max_bytes: 0,
+            max_bytes: batch_bytes_max,
             from_timestamp_ms,
         };
         let stream = self.raw().consume_batch_stream(request).await?.into_inner();
