@@ -18,6 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .bytes(["."])
         .compile_protos(&["proto/raft/v1/raft.proto"], &["proto"])?;
+    // The production (non-simulated) code of both services once more, now with our codec: it
+    // reserves a message's encoded length before writing it, instead of growing the buffer
+    // (and copying it) step by step. madsim-tonic-build has no codec option; this overwrites
+    // its non-simulated output and leaves the simulated one (which has no codec) alone.
+    for proto in ["proto/log/v1/log.proto", "proto/raft/v1/raft.proto"] {
+        tonic_prost_build::configure()
+            .bytes(".")
+            .codec_path("crate::codec::LogCodec")
+            .compile_protos(&[proto], &["proto"])?;
+    }
     // The original API alone, for the wire-compatibility test (tests/grpc.rs).
     let original_dir = out_dir.join("original");
     std::fs::create_dir_all(&original_dir)?;

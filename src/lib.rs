@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod client;
+#[cfg(not(madsim))]
+pub mod codec;
 pub mod config;
 pub mod io;
 pub mod log;

@@ -415,6 +415,10 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
         responses.next().await.unwrap().unwrap_err().code(),
         Code::InvalidArgument
     );
+    assert!(
+        responses.next().await.is_none(),
+        "the stream ends at its error"
+    );
     drop(responses);
 
     // One stream is allowed; the second is refused while the first is open.
@@ -591,6 +595,24 @@ async fn a_client_built_from_the_original_proto_works_unchanged() {
         .servers;
     assert_eq!(servers.len(), 1);
     drop(stream);
+
+    // A record far larger than tonic's 8 KiB encode buffer, both ways: the server's codec
+    // (src/codec.rs) sizes its buffer up front; tonic's stock codec must read the same bytes.
+    let value: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let big = original::Record {
+        value: value.clone(),
+        ..Default::default()
+    };
+    let request = original::ProduceRequest { record: Some(big) };
+    let offset = client.produce(request).await.unwrap().into_inner().offset;
+    let got = client
+        .consume(original::ConsumeRequest { offset })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    assert_eq!((got.offset, got.value == value), (4, true));
     node.stop().await.unwrap();
 }
 
