@@ -361,24 +361,22 @@ impl log_server::Log for LogService {
             .stream_slot()
             .inspect_err(|status| self.failed(Rpc::ProduceStream, status))?;
         let limits = &self.node.config().limits;
-        let (responses_tx, responses_rx) = mpsc::channel(limits.stream_buffer_messages_max);
         // Records (not batches) appended but not yet answered on this stream.
         let in_flight = Arc::new(Semaphore::new(limits.stream_appends_in_flight_max));
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
         let span = tracing::info_span!("produce_stream");
         tokio::spawn(
             read_produce_stream(self.clone(), request.into_inner(), in_flight, pending_tx)
-                .instrument(span.clone()),
+                .instrument(span),
         );
-        let service = self.clone();
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                answer_produce_stream(service, pending_rx, responses_tx).await;
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(responses_rx))))
+        let answers = Answers {
+            service: self.clone(),
+            pending_rx,
+            offsets: 0..0,
+            ended: false,
+            _slot: slot,
+        };
+        Ok(Response::new(Box::pin(answers.into_stream())))
     }
 
     async fn get_servers(
@@ -584,7 +582,7 @@ enum StreamEnd {
 /// Reads a ProduceStream and queues its records for the writer, in stream order: each append
 /// takes the next message plus whatever messages have already arrived (up to
 /// `STREAM_APPEND_RECORDS_MAX`), so a busy stream costs one queue entry per batch, not per record.
-/// Hands the pending acknowledgements, in order, to `answer_produce_stream`.
+/// Hands the pending acknowledgements, in order, to the stream's `Answers`.
 async fn read_produce_stream(
     service: LogService,
     mut inbound: Streaming<proto::ProduceRequest>,
@@ -661,42 +659,61 @@ impl LogService {
     }
 }
 
-async fn answer_produce_stream(
+/// The answering side of a ProduceStream: one response per record, in order, each sent once
+/// its append is acknowledged. It is the response stream itself (polled by the transport as the
+/// client makes room), so answers cost no task or channel of their own.
+struct Answers {
     service: LogService,
-    mut pending_rx: mpsc::Receiver<Pending>,
-    responses_tx: mpsc::Sender<Result<proto::ProduceResponse, Status>>,
-) {
-    let metrics = service.node.metrics();
-    while let Some(pending) = pending_rx.recv().await {
-        // The permit is released once this batch is answered.
-        let (acknowledged, append) = match pending {
-            Ok(mut append) => ((&mut append.write).await, Some(append)),
-            Err(status) => (Err(status), None),
-        };
-        let offsets = match acknowledged {
-            Ok(offsets) => offsets,
-            Err(status) => {
-                service.failed(Rpc::ProduceStream, &status);
-                let _ = responses_tx.send(Err(status)).await;
-                return;
+    pending_rx: mpsc::Receiver<Pending>,
+    /// Offsets acknowledged and not yet answered.
+    offsets: std::ops::Range<u64>,
+    /// Set after an error: the stream ends once it has been sent.
+    ended: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Answers {
+    fn into_stream(self) -> impl Stream<Item = Result<proto::ProduceResponse, Status>> + Send {
+        futures::stream::unfold(self, |mut answers| async move {
+            let item = answers.next().await?;
+            Some((item, answers))
+        })
+    }
+
+    async fn next(&mut self) -> Option<Result<proto::ProduceResponse, Status>> {
+        loop {
+            if let Some(offset) = self.offsets.next() {
+                return Some(Ok(proto::ProduceResponse { offset }));
             }
-        };
-        if let Some(append) = &append {
-            let records = offsets.end - offsets.start;
-            metrics
-                .rpc_seconds(Rpc::ProduceStream)
-                .observe(append.started.elapsed());
-            metrics.produced(records, append.bytes);
-            tracing::debug!(first_offset = offsets.start, records, "acknowledged");
-        }
-        for offset in offsets {
-            if responses_tx
-                .send(Ok(proto::ProduceResponse { offset }))
-                .await
-                .is_err()
-            {
-                return;
+            if self.ended {
+                return None;
+            }
+            // The permits of the batch are released when `append` drops, once it is answered.
+            let acknowledged = match self.pending_rx.recv().await? {
+                Ok(mut append) => (&mut append.write).await.map(|offsets| (offsets, append)),
+                Err(status) => Err(status),
+            };
+            match acknowledged {
+                Ok((offsets, append)) => {
+                    self.acknowledged(&offsets, &append);
+                    self.offsets = offsets;
+                }
+                Err(status) => {
+                    self.service.failed(Rpc::ProduceStream, &status);
+                    self.ended = true;
+                    return Some(Err(status));
+                }
             }
         }
+    }
+
+    fn acknowledged(&self, offsets: &std::ops::Range<u64>, append: &StreamAppend) {
+        let records = offsets.end - offsets.start;
+        let metrics = self.service.node.metrics();
+        metrics
+            .rpc_seconds(Rpc::ProduceStream)
+            .observe(append.started.elapsed());
+        metrics.produced(records, append.bytes);
+        tracing::debug!(first_offset = offsets.start, records, "acknowledged");
     }
 }
