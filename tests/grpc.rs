@@ -531,28 +531,7 @@ async fn a_client_built_from_the_original_proto_works_unchanged() {
     let mut client = original::log_client::LogClient::connect(format!("http://{}", node.addr))
         .await
         .unwrap();
-    let record = original::Record {
-        value: b"hello".to_vec(),
-        offset: 0,
-        term: 0,
-        r#type: 0,
-    };
-    let offset = client
-        .produce(original::ProduceRequest {
-            record: Some(record),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .offset;
-    assert_eq!(offset, 0);
-    let got = client
-        .consume(original::ConsumeRequest { offset })
-        .await
-        .unwrap()
-        .into_inner()
-        .record
-        .unwrap();
+    let got = produce_and_consume_original(&mut client, b"hello".to_vec()).await;
     assert_eq!((got.offset, &got.value[..]), (0, &b"hello"[..]));
     let status = client
         .consume(original::ConsumeRequest { offset: 1 })
@@ -599,21 +578,28 @@ async fn a_client_built_from_the_original_proto_works_unchanged() {
     // A record far larger than tonic's 8 KiB encode buffer, both ways: the server's codec
     // (src/codec.rs) sizes its buffer up front; tonic's stock codec must read the same bytes.
     let value: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let big = original::Record {
-        value: value.clone(),
-        ..Default::default()
-    };
-    let request = original::ProduceRequest { record: Some(big) };
-    let offset = client.produce(request).await.unwrap().into_inner().offset;
-    let got = client
-        .consume(original::ConsumeRequest { offset })
-        .await
-        .unwrap()
-        .into_inner()
-        .record
-        .unwrap();
+    let got = produce_and_consume_original(&mut client, value.clone()).await;
     assert_eq!((got.offset, got.value == value), (4, true));
     node.stop().await.unwrap();
+}
+
+/// Produces `value` with the original client's unary Produce and reads it back with Consume.
+async fn produce_and_consume_original(
+    client: &mut original::log_client::LogClient<tonic::transport::Channel>,
+    value: Vec<u8>,
+) -> original::Record {
+    let record = original::Record {
+        value,
+        offset: 0,
+        term: 0,
+        r#type: 0,
+    };
+    let request = original::ProduceRequest {
+        record: Some(record),
+    };
+    let offset = client.produce(request).await.unwrap().into_inner().offset;
+    let response = client.consume(original::ConsumeRequest { offset }).await;
+    response.unwrap().into_inner().record.unwrap()
 }
 
 #[tokio::test]
