@@ -43,14 +43,7 @@ impl TestMember {
             gossip,
             member,
         } = member_support::start(dir, id, join, tweak).await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(loghouse::server::serve(
-            member.node.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let (stop, task) = member_support::serve(member.node.clone(), listener);
         TestMember {
             id,
             addr,

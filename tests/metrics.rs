@@ -134,10 +134,7 @@ async fn scraped_counters_match_the_produce_load() {
     )
     .unwrap();
     let (metrics_addr, metrics_task) = start_metrics(&node).await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(loghouse::server::serve(node.clone(), grpc, async {
-        let _ = stopped.await;
-    }));
+    let (stop, server) = member_support::serve(node.clone(), grpc);
 
     // Before any load: every counter is there, at zero.
     let before = scrape(metrics_addr).await;
@@ -318,14 +315,7 @@ impl TestMember {
             member,
         } = member_support::start(dir, id, join, |_| {}).await;
         let (metrics, _) = start_metrics(&member.node).await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(loghouse::server::serve(
-            member.node.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let (stop, task) = member_support::serve(member.node.clone(), listener);
         TestMember {
             addr,
             node: member.node,

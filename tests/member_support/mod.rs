@@ -13,7 +13,9 @@ use std::time::Duration;
 use loghouse::client::Client;
 use loghouse::config::{ClusterConfig, NodeConfig};
 use loghouse::io::{StdDisk, SystemClock};
-use loghouse::server::{start_member, Member};
+use loghouse::server::{start_member, Member, Node, ServerError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long a test waits for the cluster to get somewhere.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -112,4 +114,16 @@ pub async fn start(
         gossip,
         member,
     }
+}
+
+/// Serves `node` on `listener` until the returned sender fires or is dropped.
+pub fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+) -> (oneshot::Sender<()>, JoinHandle<Result<(), ServerError>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(loghouse::server::serve(node, listener, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
 }
