@@ -229,8 +229,12 @@ pub struct Limits {
     pub streams_max: usize,
     /// Produce requests queued for the group-commit writer before producers wait.
     pub append_queue_depth_max: usize,
-    /// Appends in flight per ProduceStream before the server stops reading that stream.
+    /// Records appended but not yet answered per ProduceStream before the server stops reading
+    /// that stream. A durable produce waits on its fsync, so the window sets its throughput.
     pub stream_appends_in_flight_max: usize,
+    /// Value bytes appended but not yet answered per ProduceStream before the server stops
+    /// reading that stream (bounds a stream's memory whatever the record size).
+    pub stream_appends_in_flight_bytes_max: u64,
     /// Responses buffered per consuming stream before the server waits for the client.
     pub stream_buffer_messages_max: usize,
     /// Bytes of responses buffered per consuming stream (bounds memory with large batches):
@@ -247,7 +251,8 @@ impl Default for Limits {
             consume_bytes_max: 4 * 1024 * 1024,
             streams_max: 1024,
             append_queue_depth_max: 4096,
-            stream_appends_in_flight_max: 256,
+            stream_appends_in_flight_max: 1024,
+            stream_appends_in_flight_bytes_max: 16 * 1024 * 1024,
             stream_buffer_messages_max: 64,
             stream_buffer_bytes_max: 8 * 1024 * 1024,
         }
@@ -564,7 +569,7 @@ impl Limits {
                 self.message_bytes_max
             ));
         }
-        let checks: [(&str, u64, u64); 8] = [
+        let checks: [(&str, u64, u64); 9] = [
             (
                 "batch_records_max",
                 self.batch_records_max as u64,
@@ -590,6 +595,11 @@ impl Limits {
                 "stream_appends_in_flight_max",
                 self.stream_appends_in_flight_max as u64,
                 65_536,
+            ),
+            (
+                "stream_appends_in_flight_bytes_max",
+                self.stream_appends_in_flight_bytes_max,
+                1 << 30,
             ),
             (
                 "stream_buffer_messages_max",
@@ -666,6 +676,13 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("log_format"), "{err}");
+        let mut config = NodeConfig::default();
+        config.limits.stream_appends_in_flight_bytes_max = 2 << 30;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("limits.stream_appends_in_flight_bytes_max = 2147483648"),
+            "{err}"
+        );
         let mut config = NodeConfig::default();
         config.limits.message_bytes_max = 1000;
         assert!(config

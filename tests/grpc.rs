@@ -763,15 +763,39 @@ async fn after_a_failed_fsync_the_node_refuses_writes_with_unavailable() {
 async fn a_produce_stream_with_a_tiny_in_flight_limit_still_answers_every_record_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path(), |c| c.limits.stream_appends_in_flight_max = 2).await;
+    produce_stream_answers_in_order(&node, values("tiny", 300)).await;
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_produce_stream_with_a_byte_window_smaller_than_a_record_still_answers_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| {
+        c.limits.stream_appends_in_flight_bytes_max = 100;
+    })
+    .await;
+    // Records of 6-8 bytes share the window; the 1 KiB ones each wait for it to empty.
+    let mut records = values("small", 200);
+    records.extend((0..20).map(|i| Bytes::from(vec![b'a' + i; 1024])));
+    records.extend(values("after", 50));
+    produce_stream_answers_in_order(&node, records.clone()).await;
     let client = node.client().await;
-    let requests = values("tiny", 300)
-        .into_iter()
-        .map(|value| proto::ProduceRequest {
-            record: Some(proto::Record {
-                value,
-                ..Default::default()
-            }),
-        });
+    for (offset, value) in records.iter().enumerate() {
+        assert_eq!(&client.consume(offset as u64).await.unwrap().value, value);
+    }
+    node.stop().await.unwrap();
+}
+
+/// Sends `values` on one ProduceStream and checks that the answers are offsets 0.. in order.
+async fn produce_stream_answers_in_order(node: &TestNode, values: Vec<Bytes>) {
+    let client = node.client().await;
+    let count = values.len() as u64;
+    let requests = values.into_iter().map(|value| proto::ProduceRequest {
+        record: Some(proto::Record {
+            value,
+            ..Default::default()
+        }),
+    });
     let mut responses = client
         .raw()
         .produce_stream(futures::stream::iter(requests))
@@ -782,6 +806,5 @@ async fn a_produce_stream_with_a_tiny_in_flight_limit_still_answers_every_record
     while let Some(response) = tokio::time::timeout(WAIT, responses.next()).await.unwrap() {
         offsets.push(response.unwrap().offset);
     }
-    assert_eq!(offsets, (0..300).collect::<Vec<_>>());
-    node.stop().await.unwrap();
+    assert_eq!(offsets, (0..count).collect::<Vec<_>>());
 }

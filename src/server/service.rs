@@ -361,8 +361,10 @@ impl log_server::Log for LogService {
             .stream_slot()
             .inspect_err(|status| self.failed(Rpc::ProduceStream, status))?;
         let limits = &self.node.config().limits;
-        // Records (not batches) appended but not yet answered on this stream.
-        let in_flight = Arc::new(Semaphore::new(limits.stream_appends_in_flight_max));
+        let in_flight = StreamWindow::new(
+            limits.stream_appends_in_flight_max,
+            limits.stream_appends_in_flight_bytes_max,
+        );
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
         let span = tracing::info_span!("produce_stream");
         tokio::spawn(
@@ -567,10 +569,52 @@ type Pending = Result<StreamAppend, Status>;
 
 struct StreamAppend {
     write: super::node::PendingWrite,
-    _permit: OwnedSemaphorePermit,
+    _permit: WindowPermit,
     /// When the batch's first message was read (its latency runs from there to the answer).
     started: Instant,
     bytes: u64,
+}
+
+/// A ProduceStream's window: the records and value bytes appended but not yet answered. The
+/// server stops reading the stream while it is full, so the client's HTTP/2 flow control holds
+/// the rest of its messages.
+struct StreamWindow {
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    bytes_max: u64,
+}
+
+/// A place in a `StreamWindow`, released when the append has been answered.
+struct WindowPermit {
+    _records: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+impl StreamWindow {
+    fn new(records_max: usize, bytes_max: u64) -> Self {
+        assert!(records_max > 0 && bytes_max > 0 && bytes_max <= u64::from(u32::MAX));
+        StreamWindow {
+            records: Arc::new(Semaphore::new(records_max)),
+            bytes: Arc::new(Semaphore::new(bytes_max as usize)),
+            bytes_max,
+        }
+    }
+
+    /// Waits for room for `records` holding `bytes`. A batch larger than the whole window
+    /// waits for the window to empty, then takes all of it. `None` once the window is closed.
+    async fn acquire(&self, records: usize, bytes: u64) -> Option<WindowPermit> {
+        let records = u32::try_from(records).ok()?;
+        let bytes = bytes.min(self.bytes_max) as u32;
+        Some(WindowPermit {
+            _records: self
+                .records
+                .clone()
+                .acquire_many_owned(records)
+                .await
+                .ok()?,
+            _bytes: self.bytes.clone().acquire_many_owned(bytes).await.ok()?,
+        })
+    }
 }
 
 /// How a ProduceStream's inbound side ends.
@@ -586,7 +630,7 @@ enum StreamEnd {
 async fn read_produce_stream(
     service: LogService,
     mut inbound: Streaming<proto::ProduceRequest>,
-    in_flight: Arc<Semaphore>,
+    in_flight: StreamWindow,
     pending_tx: mpsc::Sender<Pending>,
 ) {
     let batch_records_max =
@@ -600,21 +644,19 @@ async fn read_produce_stream(
             message = inbound.message() => message,
         };
         let started = Instant::now();
-        let mut records = Vec::new();
-        let mut end = service.take_message(first, &mut records);
-        while end.is_none() && records.len() < batch_records_max {
+        let (mut records, mut bytes) = (Vec::new(), 0);
+        let mut end = service.take_message(first, &mut records, &mut bytes);
+        while end.is_none() && records.len() < batch_records_max && bytes < in_flight.bytes_max {
             match inbound.message().now_or_never() {
-                Some(message) => end = service.take_message(message, &mut records),
+                Some(message) => end = service.take_message(message, &mut records, &mut bytes),
                 None => break,
             }
         }
         if !records.is_empty() {
             // Wait until the stream has room for these records before queueing them.
-            let permits = records.len() as u32;
-            let Ok(permit) = in_flight.clone().acquire_many_owned(permits).await else {
+            let Some(permit) = in_flight.acquire(records.len(), bytes).await else {
                 return;
             };
-            let bytes = records.iter().map(|r| r.value.len() as u64).sum();
             let pending = service.node.submit(records).await;
             let failed = pending.is_err();
             let pending = pending.map(|write| StreamAppend {
@@ -644,10 +686,12 @@ impl LogService {
         &self,
         message: Result<Option<proto::ProduceRequest>, Status>,
         records: &mut Vec<NewRecord>,
+        bytes: &mut u64,
     ) -> Option<StreamEnd> {
         match message {
             Ok(Some(request)) => match self.new_record(request.record) {
                 Ok(record) => {
+                    *bytes += record.value.len() as u64;
                     records.push(record);
                     None
                 }
