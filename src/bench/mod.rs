@@ -15,6 +15,23 @@ pub fn peak_rss_of_self() -> Option<String> {
     read_vm_hwm("/proc/self/status")
 }
 
+/// CPU time (user and system, all threads) a process has used so far, in seconds; `None` for
+/// this process. From /proc/PID/stat, whose tick is USER_HZ, 100 on Linux.
+pub fn cpu_seconds_of(pid: Option<u32>) -> Option<f64> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let path = pid.map_or_else(|| "/proc/self/stat".into(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / TICKS_PER_SECOND)
+}
+
 fn read_vm_hwm(path: &str) -> Option<String> {
     let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
