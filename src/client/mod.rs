@@ -476,6 +476,8 @@ fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError
         reason: e.to_string(),
     })?;
     #[cfg(not(madsim))]
+    let endpoint = endpoint.max_frame_size(crate::codec::HTTP2_FRAME_BYTES_MAX);
+    #[cfg(not(madsim))]
     if let Some(tls) = tls {
         return endpoint
             .tls_config(tls.client_config())

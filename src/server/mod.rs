@@ -69,7 +69,8 @@ pub async fn serve(
     tracing::info!(node_id = %node.config().node_id, replicated = raft_server.is_some(),
         tls = tls.is_some(), mutual_tls = tls.is_some_and(|t| t.requires_client_cert()),
         acl = node.config().secrets.acl.is_some(), "serving");
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder =
+        tonic::transport::Server::builder().max_frame_size(crate::codec::HTTP2_FRAME_BYTES_MAX);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.server_config())?;
     }

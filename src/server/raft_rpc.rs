@@ -125,6 +125,8 @@ impl GrpcRaftTransport {
         let endpoint =
             Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| failed(&e))?;
         #[cfg(not(madsim))]
+        let endpoint = endpoint.max_frame_size(crate::codec::HTTP2_FRAME_BYTES_MAX);
+        #[cfg(not(madsim))]
         let endpoint = match &self.tls {
             Some(tls) => endpoint
                 .tls_config(tls.client_config())
