@@ -7,6 +7,8 @@
 //! allocation and one copy of its values. Decoding is tonic-prost's, unchanged (tonic already
 //! reserves a message's length once its header has arrived).
 //!
+//! It also fixes the HTTP/2 frame size of the production transport (`HTTP2_FRAME_BYTES_MAX`).
+//!
 //! The simulated build (madsim-tonic) passes messages in memory and has no codec. The wire is
 //! unchanged: tests/grpc.rs reads batches larger than tonic's buffer through a client generated
 //! from the original proto with tonic's own codec.
