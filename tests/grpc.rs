@@ -808,3 +808,47 @@ async fn produce_stream_answers_in_order(node: &TestNode, values: Vec<Bytes>) {
     }
     assert_eq!(offsets, (0..count).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_stalled_consumer_holds_the_server_to_its_buffer_then_gets_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| c.limits.stream_buffer_messages_max = 2).await;
+    let client = node.client().await;
+    client.produce("first").await.unwrap();
+    // 100 records (~100 KiB) a message; read one, then stop reading.
+    let mut batches = client
+        .follow_with(loghouse::client::Start::Offset(0), 100 * 1024)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, batches.next()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap()[0].value, Bytes::from("first"));
+    // 40 MiB behind the stalled reader.
+    let value = Bytes::from(vec![b'v'; 1024]);
+    for _ in 0..40 {
+        client
+            .produce_batch(vec![value.clone(); 1000])
+            .await
+            .unwrap();
+    }
+    // Give an unbounded sender the time to read and send everything (no assertion on time).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = client.info().await.unwrap().consume_records;
+    assert!(
+        sent < 20_000,
+        "the server read and sent {sent} of 40,001 records to a consumer that stopped reading: \
+         2 buffered messages and the HTTP/2 windows hold a few thousand"
+    );
+    let mut next = 1;
+    while next < 40_001 {
+        let batch = tokio::time::timeout(WAIT, batches.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        for record in batch {
+            assert_eq!((record.offset, record.value.len()), (next, 1024));
+            next += 1;
+        }
+    }
+    node.stop().await.unwrap();
+}
