@@ -41,7 +41,7 @@ pub struct GrpcBenchOptions {
     pub batch_records: usize,
     /// Requests in flight per stream [default: 1024 records with `--mode stream` (the server's
     /// default window, `limits.stream_appends_in_flight_max`; a durable produce waits on its
-    /// fsync round trips, so a smaller window measures less: about 0.75x at 256, 0.5x at 64),
+    /// fsync round trips, so a smaller window measures less: about 0.75x at 256, half that at 64),
     /// 16 batches with `batch`, 64 calls with `unary`].
     #[arg(long)]
     pub in_flight: Option<usize>,
@@ -413,8 +413,8 @@ fn print_table(options: &GrpcBenchOptions, phases: &[Phase]) {
     print_cpu(options, phases);
 }
 
-/// CPU microseconds per record of each phase: less noisy than throughput on a shared machine,
-/// and it shows which side a change made cheaper.
+/// CPU microseconds per record of each phase, server and client: which side a change made
+/// cheaper, and whether a phase was short of CPU or waiting (on fsyncs, on the window).
 fn print_cpu(options: &GrpcBenchOptions, phases: &[Phase]) {
     let own = match options.addr {
         Some(_) => "client",
