@@ -830,9 +830,14 @@ async fn a_stalled_consumer_holds_the_server_to_its_buffer_then_gets_everything_
             .await
             .unwrap();
     }
-    // Give an unbounded sender the time to read and send everything (no assertion on time).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let sent = client.info().await.unwrap().consume_records;
+    // Another reader reads the whole log with ConsumeBatch calls (counted before they answer),
+    // which gives an unbounded sender the same server time to read and send it all.
+    let mut read = 0;
+    while read < 40_001 {
+        let batch = client.consume_batch(read, 0).await.unwrap();
+        read = batch.next_offset;
+    }
+    let sent = client.info().await.unwrap().consume_records - 40_001;
     assert!(
         sent < 20_000,
         "the server read and sent {sent} of 40,001 records to a consumer that stopped reading: \
