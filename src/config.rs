@@ -229,10 +229,10 @@ pub struct Limits {
     pub streams_max: usize,
     /// Produce requests queued for the group-commit writer before producers wait.
     pub append_queue_depth_max: usize,
-    /// Records appended but not yet answered per ProduceStream before the server stops reading
+    /// Records read but not yet acknowledged per ProduceStream before the server stops reading
     /// that stream. A durable produce waits on its fsync, so the window sets its throughput.
     pub stream_appends_in_flight_max: usize,
-    /// Value bytes appended but not yet answered per ProduceStream before the server stops
+    /// Value bytes read but not yet acknowledged per ProduceStream before the server stops
     /// reading that stream (bounds a stream's memory whatever the record size).
     pub stream_appends_in_flight_bytes_max: u64,
     /// Responses buffered per consuming stream before the server waits for the client.

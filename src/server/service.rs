@@ -575,7 +575,7 @@ struct StreamAppend {
     bytes: u64,
 }
 
-/// A ProduceStream's window: the records and value bytes appended but not yet answered. The
+/// A ProduceStream's window: the records and value bytes read but not yet acknowledged. The
 /// server stops reading the stream while it is full, so the client's HTTP/2 flow control holds
 /// the rest of its messages.
 struct StreamWindow {
@@ -584,7 +584,7 @@ struct StreamWindow {
     bytes_max: u64,
 }
 
-/// A place in a `StreamWindow`, released when the append has been answered.
+/// A place in a `StreamWindow`, released when the log has acknowledged the append.
 struct WindowPermit {
     _records: OwnedSemaphorePermit,
     _bytes: OwnedSemaphorePermit,
@@ -732,7 +732,8 @@ impl Answers {
             if self.ended {
                 return None;
             }
-            // The permits of the batch are released when `append` drops, once it is answered.
+            // The batch's window permits are released when `append` drops, here, once the log
+            // has acknowledged it: what is left to answer is a range of offsets.
             let acknowledged = match self.pending_rx.recv().await? {
                 Ok(mut append) => (&mut append.write).await.map(|offsets| (offsets, append)),
                 Err(status) => Err(status),
