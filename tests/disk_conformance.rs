@@ -579,9 +579,14 @@ fn map_flush_makes_an_unsynced_length_durable() -> Result<()> {
 
 #[derive(Debug, Clone)]
 enum CrashOp {
-    Write { position: u64, bytes: Vec<u8> },
+    Write {
+        position: u64,
+        bytes: Vec<u8>,
+    },
     SetLen(u64),
     Sync,
+    /// A `sync_data` that fails with an injected error.
+    FailedSync,
 }
 
 fn crash_op() -> impl Strategy<Value = CrashOp> {
@@ -590,14 +595,18 @@ fn crash_op() -> impl Strategy<Value = CrashOp> {
             .prop_map(|(position, bytes)| CrashOp::Write { position, bytes }),
         1 => (0u64..240).prop_map(CrashOp::SetLen),
         2 => Just(CrashOp::Sync),
+        1 => Just(CrashOp::FailedSync),
     ]
 }
 
-/// What a crash may keep: the durable bytes and the last write since the last sync.
+/// What a crash may keep: the durable bytes and the last write since the last sync. A byte is
+/// `pending` when it was written (or cut or grown) since the last sync, failed or not: a sync
+/// copies only those (a failed sync drops them: Linux semantics).
 #[derive(Debug, Default)]
 struct CrashModel {
     live: Vec<u8>,
     durable: Vec<u8>,
+    pending: Vec<bool>,
     write_unsynced_last: Option<(usize, Vec<u8>)>,
 }
 
@@ -606,17 +615,33 @@ impl CrashModel {
         match op {
             CrashOp::Write { position, bytes } => {
                 let start = *position as usize;
-                self.live
-                    .resize(self.live.len().max(start + bytes.len()), 0);
-                self.live[start..start + bytes.len()].copy_from_slice(bytes);
+                let end = start + bytes.len();
+                self.resize(self.live.len().max(end));
+                self.live[start..end].copy_from_slice(bytes);
+                self.pending[start..end].fill(true);
                 self.write_unsynced_last = Some((start, bytes.clone()));
             }
-            CrashOp::SetLen(len) => self.live.resize(*len as usize, 0),
+            CrashOp::SetLen(len) => self.resize(*len as usize),
             CrashOp::Sync => {
-                self.durable = self.live.clone();
+                self.durable.resize(self.live.len(), 0);
+                for (i, pending) in self.pending.iter_mut().enumerate() {
+                    if std::mem::take(pending) {
+                        self.durable[i] = self.live[i];
+                    }
+                }
+                self.write_unsynced_last = None;
+            }
+            CrashOp::FailedSync => {
+                self.pending.fill(false);
                 self.write_unsynced_last = None;
             }
         }
+    }
+
+    /// Grown bytes (zeros) are written, hence pending.
+    fn resize(&mut self, len: usize) {
+        self.live.resize(len, 0);
+        self.pending.resize(len, true);
     }
 
     /// The durable bytes with the first `kept` bytes of the last unsynced write on top.
@@ -639,12 +664,26 @@ impl CrashModel {
     }
 }
 
+fn set_faults(disk: &SimDisk, io_error_per_million: u32, torn_write_on_crash: bool) {
+    disk.set_faults(SimDiskFaults {
+        io_error_per_million,
+        torn_write_on_crash,
+    });
+}
+
+/// A `sync_data` of `file` that fails with an injected error.
+fn failed_sync(disk: &SimDisk, file: &dyn DiskFile) -> Result<()> {
+    let faults = disk.faults();
+    set_faults(disk, 1_000_000, faults.torn_write_on_crash);
+    let result = file.sync_data();
+    disk.set_faults(faults);
+    ensure!(is_injected(result), "the sync did not fail");
+    Ok(())
+}
+
 fn run_then_crash(seed: u64, torn: bool, ops: &[CrashOp]) -> Result<(CrashModel, Vec<u8>)> {
     let (disk, file) = sim_with_durable_file(seed, b"")?;
-    disk.set_faults(SimDiskFaults {
-        torn_write_on_crash: torn,
-        ..SimDiskFaults::default()
-    });
+    set_faults(&disk, 0, torn);
     let mut model = CrashModel::default();
     for op in ops {
         model.apply(op);
@@ -652,6 +691,7 @@ fn run_then_crash(seed: u64, torn: bool, ops: &[CrashOp]) -> Result<(CrashModel,
             CrashOp::Write { position, bytes } => file.write_at(bytes, *position)?,
             CrashOp::SetLen(len) => file.set_len(*len)?,
             CrashOp::Sync => file.sync_data()?,
+            CrashOp::FailedSync => failed_sync(&disk, &*file)?,
         }
     }
     ensure!(read_all(&*file)? == model.live);
@@ -757,6 +797,62 @@ fn a_sync_after_the_last_write_leaves_nothing_to_tear() -> Result<()> {
         disk.crash();
         ensure!(read_path(&disk, f())? == [1u8; 50]);
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// SimDisk: failed syncs (Linux semantics: the bytes they were to write are dropped).
+
+#[test]
+fn bytes_of_a_failed_sync_are_lost_at_a_crash_even_after_a_later_sync() -> Result<()> {
+    let (disk, file) = sim_with_durable_file(1, b"durable")?;
+    file.write_at(b"DUR", 0)?;
+    file.write_at(b"+tail", 7)?;
+    failed_sync(&disk, &*file)?;
+    ensure!(
+        read_all(&*file)? == b"DURable+tail",
+        "reads still see the bytes"
+    );
+    file.sync_data()?;
+    ensure!(
+        disk.durable_bytes(f()) == Some(b"durable\0\0\0\0\0".to_vec()),
+        "the later sync copied dropped bytes: {:?}",
+        disk.durable_bytes(f())
+    );
+    disk.crash();
+    ensure!(read_path(&disk, f())? == b"durable\0\0\0\0\0");
+    Ok(())
+}
+
+#[test]
+fn bytes_of_a_failed_sync_survive_once_written_again_and_synced() -> Result<()> {
+    let (disk, file) = sim_with_durable_file(1, b"durable")?;
+    file.write_at(b"DUR", 0)?;
+    file.write_at(b"+tail", 7)?;
+    failed_sync(&disk, &*file)?;
+    let live = read_all(&*file)?;
+    file.write_at(&live, 0)?;
+    file.sync_data()?;
+    disk.crash();
+    ensure!(read_path(&disk, f())? == b"DURable+tail");
+    Ok(())
+}
+
+#[test]
+fn a_failed_sync_drops_only_its_own_file_s_bytes() -> Result<()> {
+    let (disk, file) = sim_with_durable_file(1, b"")?;
+    let other_path = Path::new("/d/other");
+    let other = create_with(&disk, other_path, b"")?;
+    other.sync_data()?;
+    disk.sync_dir(Path::new("/d"))?;
+    file.write_at(b"f", 0)?;
+    other.write_at(b"o", 0)?;
+    failed_sync(&disk, &*file)?;
+    file.sync_data()?;
+    other.sync_data()?;
+    disk.crash();
+    ensure!(read_path(&disk, f())? == b"\0");
+    ensure!(read_path(&disk, other_path)? == b"o");
     Ok(())
 }
 

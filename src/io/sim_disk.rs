@@ -8,6 +8,15 @@
 //! [`SimDisk::crash`] is a power loss: live state becomes durable state and every handle and map
 //! opened before it goes stale (any later use is an `io::Error`). Optional faults
 //! ([`SimDiskFaults`]) inject I/O errors and tear the last unsynced write of a file at a crash.
+//!
+//! A failed `sync_data` behaves as on Linux (fsyncgate): the kernel marks the pages it failed to
+//! write clean, so the file's bytes written since its last successful sync stay readable but are
+//! *lost*: no later sync copies them, and a crash brings back the durable bytes there (zeros
+//! past the durable length), even after a later sync succeeded. Only writing them again
+//! (`write_at`, `set_len`, or a map changing them) and syncing makes them durable. A crash does
+//! not tear lost bytes back in (the write was not in flight any more: the kernel gave up on it).
+//! `MapMut::flush` is never failed on purpose; it fails only for a stale map or a file that
+//! shrank under it, and then changes nothing (msync never ran, so nothing was dropped).
 //! All randomness comes from a splitmix64 generator seeded by [`SimDisk::new`], and every
 //! collection is ordered, so a run is a pure function of the seed and the calls made.
 //!
@@ -37,7 +46,10 @@ const PER_MILLION: u32 = 1_000_000;
 pub struct SimDiskFaults {
     /// Probability, per million, that a `read_at`, `write_at`, `sync_data`, `sync_dir` or
     /// `set_len` fails with an `io::Error` of kind `Other` (values above 1_000_000 mean always).
-    /// A failed call changes nothing.
+    /// A failed call changes nothing, except a failed `sync_data`: as on Linux, the file's bytes
+    /// written since its last successful sync stay readable but are *lost* (no later sync makes
+    /// them durable, so a crash undoes them) until they are written again and synced.
+    /// `MapMut::flush` is never failed on purpose.
     pub io_error_per_million: u32,
     /// At a crash, keep a seeded random prefix (shorter than the whole write) of each file's last
     /// write since its last `sync_data`, on top of its durable bytes.
@@ -234,7 +246,10 @@ impl DiskFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.lock_current()?;
-        state.inject_fault()?;
+        if let Err(e) = state.inject_fault() {
+            state.file_mut(self.id)?.sync_failed();
+            return Err(e);
+        }
         state.file_mut(self.id)?.sync_data();
         state.stats.syncs += 1;
         Ok(())
@@ -563,13 +578,20 @@ struct UnsyncedWrite {
     bytes: Vec<u8>,
 }
 
+/// One file's bytes. For every position below both lengths, the live byte equals the durable one
+/// unless the position is in `dirty` or in `lost`.
 #[derive(Debug, Default)]
 struct FileData {
     bytes_live: Vec<u8>,
     bytes_durable: Vec<u8>,
     /// Live bytes in `dirty.0..dirty.1` may differ from the durable ones (besides any live bytes
-    /// past the durable length); `sync_data` copies only those.
+    /// past the durable length); `sync_data` copies those, except the `lost` ones.
     dirty: Option<(usize, usize)>,
+    /// Live bytes a failed sync gave up on (Linux marks such pages clean): reads see them, but no
+    /// later sync copies them, so a crash brings back the durable bytes there (zeros past the
+    /// durable length). Writing a byte again (`write_at`, `set_len`, a map) takes it out.
+    /// Always within the live length.
+    lost: Ranges,
     write_unsynced_last: Option<UnsyncedWrite>,
     /// Open handles and maps of the current generation.
     handles: usize,
@@ -594,11 +616,13 @@ impl FileData {
         }
         let end = checked_end(position, buf.len())?;
         let start = end - buf.len();
-        if self.bytes_live.len() < end {
+        let len_old = self.bytes_live.len();
+        if len_old < end {
             self.bytes_live.resize(end, 0);
         }
         self.bytes_live[start..end].copy_from_slice(buf);
-        self.mark_dirty(start, end);
+        // A gap the write filled with zeros is written too.
+        self.rewritten(start.min(len_old), end);
         self.write_unsynced_last = Some(UnsyncedWrite {
             position: start,
             bytes: buf.to_vec(),
@@ -610,25 +634,41 @@ impl FileData {
         let len = checked_end(len, 0)?;
         let len_old = self.bytes_live.len();
         self.bytes_live.resize(len, 0);
-        self.mark_dirty(len.min(len_old), len.max(len_old));
+        self.rewritten(len.min(len_old), len.max(len_old));
         Ok(())
     }
 
+    /// A successful fdatasync: the live length and every dirty byte not lost become durable.
     fn sync_data(&mut self) {
-        let live_len = self.bytes_live.len();
-        let durable_len = self.bytes_durable.len();
-        self.bytes_durable.resize(live_len, 0);
-        if durable_len < live_len {
-            self.mark_dirty(durable_len, live_len);
-        }
+        self.mark_growth_dirty();
+        self.bytes_durable.resize(self.bytes_live.len(), 0);
         if let Some((start, end)) = self.dirty.take() {
-            let end = end.min(live_len);
-            if start < end {
-                self.bytes_durable[start..end].copy_from_slice(&self.bytes_live[start..end]);
-            }
+            self.copy_to_durable(start, end);
         }
-        debug_assert_eq!(self.bytes_durable, self.bytes_live);
+        debug_assert!(!self.lost.is_empty() || self.bytes_durable == self.bytes_live);
         self.write_unsynced_last = None;
+    }
+
+    /// A failed fdatasync, as Linux has it: the durable bytes stay as they were, and every byte
+    /// a successful sync would have copied is lost (see `lost`). The last unsynced write is no
+    /// longer in flight either, so a crash does not tear it back in: its bytes are lost whole.
+    fn sync_failed(&mut self) {
+        self.mark_growth_dirty();
+        if let Some((start, end)) = self.dirty.take() {
+            self.lost.insert(start, end.min(self.bytes_live.len()));
+        }
+        self.write_unsynced_last = None;
+    }
+
+    /// Live bytes past the durable length are dirty.
+    fn mark_growth_dirty(&mut self) {
+        self.mark_dirty(self.bytes_durable.len(), self.bytes_live.len());
+    }
+
+    /// `start..end` was written again: dirty, and no longer lost.
+    fn rewritten(&mut self, start: usize, end: usize) {
+        self.mark_dirty(start, end);
+        self.lost.remove(start, end);
     }
 
     fn mark_dirty(&mut self, start: usize, end: usize) {
@@ -641,7 +681,17 @@ impl FileData {
         });
     }
 
-    /// msync: the map's bytes become live and durable.
+    /// Copies the live bytes of `start..end` that are not lost to the durable bytes, which must
+    /// already be at least as long as the live ones reach in that range.
+    fn copy_to_durable(&mut self, start: usize, end: usize) {
+        let end = end.min(self.bytes_live.len());
+        for (s, e) in self.lost.gaps(start, end) {
+            self.bytes_durable[s..e].copy_from_slice(&self.bytes_live[s..e]);
+        }
+    }
+
+    /// msync: the map's bytes become live, and the live bytes it covers that are not lost
+    /// become durable (the durable length grows to the map's length if shorter).
     fn flush_map(&mut self, copy: &[u8], path: &Path) -> io::Result<()> {
         if self.bytes_live.len() < copy.len() {
             return Err(invalid_input(format!(
@@ -651,19 +701,23 @@ impl FileData {
                 self.bytes_live.len()
             )));
         }
-        self.bytes_live[..copy.len()].copy_from_slice(copy);
+        self.write_back_map(copy);
         if self.bytes_durable.len() < copy.len() {
             self.bytes_durable.resize(copy.len(), 0);
         }
-        self.bytes_durable[..copy.len()].copy_from_slice(copy);
+        self.copy_to_durable(0, copy.len());
         Ok(())
     }
 
-    /// Unmap: the map's bytes become live (as far as the file still reaches).
+    /// Unmap (and the first half of a flush): the map's bytes become live, as far as the file
+    /// still reaches. Only the bytes that differ from the live ones count as written again (a
+    /// map cannot tell a byte stored with its old value from one left alone).
     fn write_back_map(&mut self, copy: &[u8]) {
         let n = copy.len().min(self.bytes_live.len());
-        self.bytes_live[..n].copy_from_slice(&copy[..n]);
-        self.mark_dirty(0, n);
+        if let Some((start, end)) = differing_range(&self.bytes_live[..n], &copy[..n]) {
+            self.bytes_live[start..end].copy_from_slice(&copy[start..end]);
+            self.rewritten(start, end);
+        }
     }
 
     /// Power loss: the durable bytes, plus a torn prefix of the last unsynced write when `rng` is
@@ -671,6 +725,7 @@ impl FileData {
     fn crash(&mut self, rng: Option<&mut SplitMix64>) {
         self.handles = 0;
         self.dirty = None;
+        self.lost = Ranges::default();
         let write = self.write_unsynced_last.take();
         if let (Some(rng), Some(write)) = (rng, write) {
             let kept = rng.below(write.bytes.len() as u64) as usize;
@@ -706,6 +761,83 @@ impl FileData {
             )));
         }
         Ok(())
+    }
+}
+
+/// The smallest range `start..end` outside which `a` and `b` (of equal length) are equal; `None`
+/// when they are equal.
+fn differing_range(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
+    let start = a.iter().zip(b).position(|(x, y)| x != y)?;
+    let from_end = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .position(|(x, y)| x != y)?;
+    Some((start, a.len() - from_end))
+}
+
+/// A set of byte positions kept as disjoint, non-adjacent ranges `start..end` (keyed by start).
+/// Each operation costs the ranges it touches, plus a logarithmic lookup.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Ranges(BTreeMap<usize, usize>);
+
+impl Ranges {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ranges that overlap `start..end` or touch it (end at `start` or start at `end`),
+    /// in descending order.
+    fn touching(&self, start: usize, end: usize) -> Vec<(usize, usize)> {
+        (self.0.range(..=end).rev())
+            .take_while(|&(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect()
+    }
+
+    /// Adds `start..end`, merging it with the ranges it overlaps or touches.
+    fn insert(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        let (mut start, mut end) = (start, end);
+        for (s, e) in self.touching(start, end) {
+            self.0.remove(&s);
+            (start, end) = (start.min(s), end.max(e));
+        }
+        self.0.insert(start, end);
+    }
+
+    /// Removes `start..end`, keeping the parts of straddling ranges outside it.
+    fn remove(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        for (s, e) in self.touching(start, end) {
+            self.0.remove(&s);
+            if s < start {
+                self.0.insert(s, start.min(e));
+            }
+            if end < e {
+                self.0.insert(end.max(s), e);
+            }
+        }
+    }
+
+    /// The parts of `start..end` in no range, in ascending order.
+    fn gaps(&self, start: usize, end: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = start;
+        for (s, e) in self.touching(start, end).into_iter().rev() {
+            if s > at {
+                out.push((at, s.min(end)));
+            }
+            at = at.max(e);
+        }
+        if at < end {
+            out.push((at, end));
+        }
+        out
     }
 }
 
@@ -818,5 +950,119 @@ mod tests {
         file.write_at(&[9], 3).unwrap();
         file.sync_data();
         assert_eq!(file.bytes_durable, vec![0, 0, 0, 9]);
+    }
+
+    fn ranges(list: &[(usize, usize)]) -> Ranges {
+        let mut r = Ranges::default();
+        for &(s, e) in list {
+            r.insert(s, e);
+        }
+        r
+    }
+
+    #[test]
+    fn ranges_merge_split_and_report_gaps() {
+        let mut r = ranges(&[(10, 20), (30, 40), (20, 25), (5, 5)]);
+        assert_eq!(
+            r,
+            ranges(&[(10, 25), (30, 40)]),
+            "touching ranges merge, empty ones vanish"
+        );
+        r.insert(24, 31);
+        assert_eq!(r, ranges(&[(10, 40)]));
+        r.remove(15, 18);
+        r.remove(38, 100);
+        r.remove(0, 11);
+        assert_eq!(r.0.iter().collect::<Vec<_>>(), [(&11, &15), (&18, &38)]);
+        assert_eq!(r.gaps(0, 50), [(0, 11), (15, 18), (38, 50)]);
+        assert_eq!(r.gaps(12, 14), []);
+        assert_eq!(r.gaps(14, 19), [(15, 18)]);
+        assert_eq!(r.gaps(15, 18), [(15, 18)]);
+        r.remove(0, usize::MAX);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn differing_range_spans_the_first_to_the_last_difference() {
+        assert_eq!(differing_range(b"abcd", b"abcd"), None);
+        assert_eq!(differing_range(b"abcd", b"xbcd"), Some((0, 1)));
+        assert_eq!(differing_range(b"abcd", b"aXcY"), Some((1, 4)));
+        assert_eq!(differing_range(b"", b""), None);
+    }
+
+    /// A file holding `durable`, synced.
+    fn synced(durable: &[u8]) -> FileData {
+        let mut file = FileData::default();
+        file.write_at(durable, 0).unwrap();
+        file.sync_data();
+        file
+    }
+
+    #[test]
+    fn a_failed_sync_loses_its_bytes_even_after_a_later_sync() {
+        let mut file = synced(b"abcd");
+        file.write_at(b"XY", 1).unwrap();
+        file.write_at(b"ef", 4).unwrap();
+        file.sync_failed();
+        assert_eq!(file.bytes_live, b"aXYdef", "lost bytes stay readable");
+        file.write_at(b"g", 6).unwrap();
+        file.sync_data();
+        assert_eq!(
+            file.bytes_durable, b"abcd\0\0g",
+            "lost growth is a hole of zeros"
+        );
+        file.crash(None);
+        assert_eq!(file.bytes_live, b"abcd\0\0g");
+    }
+
+    #[test]
+    fn rewriting_lost_bytes_makes_them_syncable_again() {
+        let mut file = synced(b"abcdef");
+        file.write_at(b"XYZ", 1).unwrap();
+        file.sync_failed();
+        file.write_at(b"Z", 3).unwrap();
+        file.sync_data();
+        assert_eq!(
+            file.bytes_durable, b"abcZef",
+            "only the rewritten byte is durable"
+        );
+        file.set_len(1).unwrap();
+        file.sync_failed();
+        file.write_at(b"g", 3).unwrap();
+        file.sync_data();
+        assert_eq!(
+            file.bytes_durable, b"a\0\0g",
+            "a write past the end writes its gap"
+        );
+        file.write_at(b"XYZef", 1).unwrap();
+        file.sync_failed();
+        file.set_len(2).unwrap();
+        file.set_len(6).unwrap();
+        file.sync_data();
+        assert_eq!(
+            file.bytes_durable, b"a\0\0\0\0\0",
+            "set_len rewrites what it cuts and grows; the X at 1 is still lost"
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_nothing_to_tear() {
+        let mut file = synced(b"ab");
+        file.write_at(&[7; 64], 2).unwrap();
+        file.sync_failed();
+        file.crash(Some(&mut SplitMix64::new(3)));
+        assert_eq!(file.bytes_live, b"ab");
+    }
+
+    #[test]
+    fn a_map_flush_makes_durable_only_what_it_changed_of_lost_bytes() {
+        let mut file = synced(&[0; 8]);
+        file.write_at(&[1; 8], 0).unwrap();
+        file.sync_failed();
+        let mut copy = file.bytes_live.clone();
+        copy[6] = 2;
+        file.flush_map(&copy, Path::new("/f")).unwrap();
+        assert_eq!(file.bytes_live, [1, 1, 1, 1, 1, 1, 2, 1]);
+        assert_eq!(file.bytes_durable, [0, 0, 0, 0, 0, 0, 2, 0]);
     }
 }
