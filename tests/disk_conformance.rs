@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, ensure, Result};
-use loghouse::io::{Disk, DiskFile, SimDisk, SimDiskFaults};
+use loghouse::io::{create_dir_durable, Disk, DiskFile, SimDisk, SimDiskFaults};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -53,6 +53,9 @@ conformance! {
     list_dir_names_files_and_dirs,
     exists_for_files_dirs_and_missing,
     create_dir_all_nests_and_is_idempotent,
+    create_dir_durable_nests_and_is_idempotent,
+    create_dir_durable_fails_under_a_file,
+    file_in_a_durable_new_dir_is_usable_after_syncs,
     syncs_succeed_and_keep_bytes,
     map_mut_reads_writes_and_flush_is_visible_after_reopen,
     map_mut_drop_without_flush_is_visible_after_reopen,
@@ -247,6 +250,37 @@ fn create_dir_all_nests_and_is_idempotent(disk: &dyn Disk, root: &Path) -> Resul
     ensure!(disk.exists(&root.join("a/b")));
     drop(create_with(disk, &deep.join("f"), b"x")?);
     ensure!(read_path(disk, &deep.join("f"))? == b"x");
+    Ok(())
+}
+
+fn create_dir_durable_nests_and_is_idempotent(disk: &dyn Disk, root: &Path) -> Result<()> {
+    let deep = root.join("data/raft/log");
+    create_dir_durable(disk, &deep)?;
+    create_dir_durable(disk, &deep)?;
+    create_dir_durable(disk, &root.join("data/raft"))?;
+    ensure!(disk.exists(&root.join("data/raft")) && disk.exists(&deep));
+    let mut names = disk.list_dir(&root.join("data"))?;
+    names.sort();
+    ensure!(names == ["raft"], "got {names:?}");
+    Ok(())
+}
+
+fn create_dir_durable_fails_under_a_file(disk: &dyn Disk, root: &Path) -> Result<()> {
+    drop(create_with(disk, &root.join("f"), b"x")?);
+    ensure!(create_dir_durable(disk, &root.join("f/sub")).is_err());
+    ensure!(read_path(disk, &root.join("f"))? == b"x");
+    Ok(())
+}
+
+fn file_in_a_durable_new_dir_is_usable_after_syncs(disk: &dyn Disk, root: &Path) -> Result<()> {
+    let dir = root.join("data/log");
+    create_dir_durable(disk, &dir)?;
+    let file = create_with(disk, &dir.join("0.log"), b"record")?;
+    file.sync_data()?;
+    disk.sync_dir(&dir)?;
+    drop(file);
+    ensure!(read_path(disk, &dir.join("0.log"))? == b"record");
+    ensure!(disk.list_dir(&dir)? == ["0.log"]);
     Ok(())
 }
 

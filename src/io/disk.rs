@@ -3,8 +3,14 @@
 //! Contract (both `StdDisk` and `SimDisk` pass `tests/disk_conformance.rs`):
 //! - Bytes written with `write_at` are visible to `read_at` at once, but survive a crash only once
 //!   `sync_data` on that file has returned.
-//! - A file created (or renamed, or removed) survives a crash only once `sync_dir` on its parent
-//!   directory has returned.
+//! - A failed `sync_data` (as on Linux) may drop the bytes it was to write: they stay readable,
+//!   but a crash may lose them even after a later `sync_data` succeeded. Only writing them again
+//!   and syncing makes them durable; so after a failed sync, code re-writes (or re-reads from a
+//!   durable source) what it keeps using, never trusts it as written.
+//! - A file or directory created (or a file renamed, or removed) survives a crash only once
+//!   `sync_dir` on its parent directory has returned, and only if that directory survives too: a
+//!   directory whose own entry was never synced vanishes at a crash with everything under it,
+//!   synced or not. [`create_dir_durable`] creates directories that survive.
 //! - `read_at` returns fewer bytes than asked only at the end of the file.
 //! - Writes through a `MapMut` are visible to `MapMut::as_slice` at once and survive a crash only
 //!   once `MapMut::flush` has returned. Code must not mix `read_at`/`write_at` with a live map of
@@ -18,7 +24,8 @@ use std::sync::Arc;
 
 /// A file system. Paths are absolute or relative to the process, as with `std::fs`.
 pub trait Disk: Send + Sync + fmt::Debug + 'static {
-    /// Creates a directory and its parents; succeeds if it exists.
+    /// Creates a directory and its parents; succeeds if it exists. The directories created are
+    /// not durable until their parents are synced: see [`create_dir_durable`].
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Opens a file for reading and writing; creates it (empty) when `create` is set and it does
     /// not exist. Errors with `NotFound` when it does not exist and `create` is not set.
@@ -60,4 +67,69 @@ pub trait MapMut: Send + Sync {
     fn as_mut_slice(&mut self) -> &mut [u8];
     /// Makes everything written through the map durable (msync).
     fn flush(&self) -> io::Result<()>;
+}
+
+/// Creates the directory `path` and its missing ancestors (like [`Disk::create_dir_all`]) and
+/// makes every directory of `path` durable: syncs the parent of each of them, from the top down.
+/// Once it returns, `path` survives a crash, and so does a file created in it once `path` is
+/// synced.
+///
+/// It syncs the parents of the directories that already existed too: one created by an earlier
+/// call whose sync failed is there but not durable, and only a sync of its parent fixes that. A
+/// directory that existed before the call and whose parent may not be read (`PermissionDenied`:
+/// not one this process made) is skipped. The cost is one directory sync per component of `path`,
+/// paid when a log or state file is opened.
+pub fn create_dir_durable(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+    let dirs: Vec<&Path> = (path.ancestors())
+        .filter(|dir| dir.file_name().is_some())
+        .collect();
+    let existed: Vec<bool> = dirs.iter().map(|dir| disk.exists(dir)).collect();
+    disk.create_dir_all(path)?;
+    for (dir, existed) in dirs.into_iter().zip(existed).rev() {
+        match disk.sync_dir(parent_dir(dir)) {
+            Err(e) if existed && e.kind() == io::ErrorKind::PermissionDenied => {}
+            result => result?,
+        }
+    }
+    Ok(())
+}
+
+/// The directory holding `dir`: `.` for a relative path of one component.
+fn parent_dir(dir: &Path) -> &Path {
+    match dir.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => Path::new("/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::SimDisk;
+
+    #[test]
+    fn parent_dir_of_a_relative_single_component_is_the_current_dir() {
+        assert_eq!(parent_dir(Path::new("a")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/b")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/a")), Path::new("/"));
+        assert_eq!(parent_dir(Path::new("/")), Path::new("/"));
+    }
+
+    #[test]
+    fn create_dir_durable_syncs_every_parent_and_fails_on_a_file() -> io::Result<()> {
+        let disk = SimDisk::new(1);
+        create_dir_durable(&disk, Path::new("a/b/c"))?;
+        assert!(disk.exists(Path::new("/a/b/c")));
+        assert_eq!(disk.stats().syncs, 3, "., a and a/b");
+        create_dir_durable(&disk, Path::new("/a/b/c"))?;
+        assert_eq!(
+            disk.stats().syncs,
+            6,
+            "existing directories are synced again"
+        );
+        drop(disk.open(Path::new("/f"), true)?);
+        assert!(create_dir_durable(&disk, Path::new("/f/x")).is_err());
+        Ok(())
+    }
 }

@@ -10,6 +10,6 @@ pub mod sim_disk;
 mod std_disk;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use disk::{Disk, DiskFile, MapMut};
+pub use disk::{create_dir_durable, Disk, DiskFile, MapMut};
 pub use sim_disk::{SimDisk, SimDiskFaults, SimDiskStats};
 pub use std_disk::StdDisk;

@@ -109,7 +109,7 @@ impl Log {
             record_bytes_max: config.record_bytes_max,
         };
         let dir = config.dir.clone();
-        disk.create_dir_all(&dir)
+        crate::io::create_dir_durable(disk.as_ref(), &dir)
             .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
         let (bases, orphans) = list_segments(disk.as_ref(), &dir)?;
         let mut report = OpenReport {

@@ -74,7 +74,7 @@ impl<T: Serialize + DeserializeOwned + Default> SlotFile<T> {
     ) -> io::Result<(SlotFile<T>, T, SlotLoad)> {
         assert!(slot_bytes > SLOT_HEADER_BYTES, "slot too small");
         let dir = path.parent().unwrap_or_else(|| Path::new("/"));
-        disk.create_dir_all(dir)?;
+        crate::io::create_dir_durable(disk.as_ref(), dir)?;
         if !disk.exists(path) {
             Self::create(disk.as_ref(), path, slot_bytes)?;
             disk.sync_dir(dir)?;
