@@ -2,8 +2,15 @@
 //!
 //! Each file keeps its *live* bytes (what reads see) apart from its *durable* bytes (what survives
 //! a crash); `sync_data` makes the live bytes durable. The namespace is kept twice the same way: a
-//! live map path -> file id and a durable one; `sync_dir(dir)` copies the live entries directly
-//! under `dir` into the durable map. Directories are durable as soon as they are created.
+//! live map path -> file id and a durable one for files, a live and a durable set for
+//! directories; `sync_dir(dir)` copies the live entries (files and directories) directly under
+//! `dir` into the durable ones. So a directory, like a file, survives a crash only once its
+//! parent was synced after it was created; and a crash keeps only the durable directories all of
+//! whose ancestors are durable, with the durable entries inside them: a directory whose entry
+//! was not synced vanishes with everything under it, synced or not. Only `/` is always durable.
+//! A failed `sync_dir` changes nothing: the changed entries stay pending and the next successful
+//! `sync_dir` of that directory makes them durable (entries are file-system metadata, written
+//! by the journal's next commit, not page-cache data the kernel marks clean after an error).
 //!
 //! [`SimDisk::crash`] is a power loss: live state becomes durable state and every handle and map
 //! opened before it goes stale (any later use is an `io::Error`). Optional faults
@@ -137,7 +144,21 @@ impl SimDisk {
 
     /// The paths of the files that would exist after a crash, sorted.
     pub fn files_durable(&self) -> Vec<PathBuf> {
-        self.state.lock().names_durable.keys().cloned().collect()
+        let state = self.state.lock();
+        let dirs = state.dirs_surviving_crash();
+        (state.names_durable.keys())
+            .filter(|path| dirs.contains(parent(path)))
+            .cloned()
+            .collect()
+    }
+
+    /// The directories that would exist after a crash, sorted (`/` first).
+    pub fn dirs_durable(&self) -> Vec<PathBuf> {
+        self.state
+            .lock()
+            .dirs_surviving_crash()
+            .into_iter()
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -339,11 +360,15 @@ struct State {
     files: BTreeMap<FileId, FileData>,
     names_live: BTreeMap<PathBuf, FileId>,
     names_durable: BTreeMap<PathBuf, FileId>,
-    /// Names whose live entry may differ from the durable one: changed since their directory
-    /// was last synced (any other name is the same in both maps), so `sync_dir` costs what
-    /// changed, not the whole directory.
+    /// Names (of files or directories) whose live entry may differ from the durable one:
+    /// changed since their directory was last synced (any other name is the same in the live
+    /// and durable maps and sets), so `sync_dir` costs what changed, not the whole directory.
     names_pending: BTreeSet<PathBuf>,
+    /// The directories (live); `/` is always one.
     dirs: BTreeSet<PathBuf>,
+    /// The directories whose entry in their parent is durable; `/` is always one. A crash keeps
+    /// those whose ancestors are all in it too.
+    dirs_durable: BTreeSet<PathBuf>,
 }
 
 impl fmt::Debug for State {
@@ -371,6 +396,7 @@ impl State {
             names_durable: BTreeMap::new(),
             names_pending: BTreeSet::new(),
             dirs: BTreeSet::from([PathBuf::from("/")]),
+            dirs_durable: BTreeSet::from([PathBuf::from("/")]),
         }
     }
 
@@ -433,7 +459,11 @@ impl State {
                 ),
             ));
         }
-        self.dirs.extend(path.ancestors().map(Path::to_path_buf));
+        for dir in path.ancestors() {
+            if self.dirs.insert(dir.to_path_buf()) {
+                self.names_pending.insert(dir.to_path_buf());
+            }
+        }
         Ok(())
     }
 
@@ -509,7 +539,8 @@ impl State {
         Ok(names.into_iter().collect())
     }
 
-    /// Replaces the durable entries directly under `dir` with the live ones.
+    /// Replaces the durable entries (files and directories) directly under `dir` with the live
+    /// ones.
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
         self.check_dir(dir)?;
         let changed: Vec<PathBuf> = (self.names_pending.iter())
@@ -518,21 +549,48 @@ impl State {
             .collect();
         for path in changed {
             self.names_pending.remove(&path);
-            let replaced = match self.names_live.get(&path) {
-                Some(&id) => self.names_durable.insert(path, id),
-                None => self.names_durable.remove(&path),
-            };
-            if let Some(id) = replaced {
-                self.collect(id);
-            }
+            self.sync_entry(path);
         }
         self.stats.syncs += 1;
         Ok(())
     }
 
+    /// Makes the durable entry at `path` (a file, a directory or nothing) the live one.
+    fn sync_entry(&mut self, path: PathBuf) {
+        if self.dirs.contains(&path) {
+            self.dirs_durable.insert(path.clone());
+        } else {
+            self.dirs_durable.remove(&path);
+        }
+        let replaced = match self.names_live.get(&path) {
+            Some(&id) => self.names_durable.insert(path, id),
+            None => self.names_durable.remove(&path),
+        };
+        if let Some(id) = replaced {
+            self.collect(id);
+        }
+    }
+
+    /// The durable directories all of whose ancestors are durable: what a crash keeps.
+    fn dirs_surviving_crash(&self) -> BTreeSet<PathBuf> {
+        let mut kept = BTreeSet::new();
+        // Paths sort component by component, so a directory comes after its parent.
+        for dir in &self.dirs_durable {
+            if dir.as_path() == Path::new("/") || kept.contains(parent(dir)) {
+                kept.insert(dir.clone());
+            }
+        }
+        kept
+    }
+
     fn crash(&mut self) {
         self.generation += 1;
         self.stats.crashes += 1;
+        self.dirs_durable = self.dirs_surviving_crash();
+        self.dirs.clone_from(&self.dirs_durable);
+        let dirs = &self.dirs;
+        self.names_durable
+            .retain(|path, _| dirs.contains(parent(path)));
         self.names_live = self.names_durable.clone();
         self.names_pending.clear();
         let durable: BTreeSet<FileId> = self.names_durable.values().copied().collect();
