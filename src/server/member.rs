@@ -82,6 +82,7 @@ pub async fn start_member(
         },
         controller: ControllerConfig {
             voters_target: cluster.voters_target,
+            min_replicas: cluster.min_replicas(),
             down_grace_ms: cluster.down_grace_ms,
             remove_after_ms: cluster.remove_after_ms,
             ..ControllerConfig::default()
