@@ -381,7 +381,9 @@ async fn propose_loop(
                 let metrics = raft.metrics();
                 tokio::spawn(async move {
                     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                    let result = match tokio::time::timeout_at(deadline, acked).await {
+                    // (madsim's tokio has no `timeout_at`.)
+                    let commit_wait = deadline.saturating_duration_since(Instant::now());
+                    let result = match tokio::time::timeout(commit_wait, acked).await {
                         Err(_) => Err(ProposeError::Timeout { timeout_ms }),
                         Ok(Ok(Ok(response))) => {
                             let index = response.log_id.index;
