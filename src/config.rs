@@ -92,7 +92,15 @@ pub struct ClusterConfig {
     /// The address other members and clients use for this node's gRPC (default: `listen`).
     pub advertise_rpc: Option<String>,
     /// Voters the cluster aims for; further members are learners (replicate, serve reads).
+    /// Odd (1, 3, 5 or 7): an even count tolerates no more failures than the odd one below it.
     pub voters_target: usize,
+    /// Voters whose disks must hold a write's entry (fsync'd) before it is acknowledged, like
+    /// Kafka's `min.insync.replicas`; learners never count. Default: a majority of
+    /// `voters_target` (2 of 3); at most that majority. See [`ClusterConfig::min_replicas`].
+    pub min_replicas: Option<usize>,
+    /// While the cluster has fewer voters than `min_replicas` (it is forming), a write waits
+    /// this long for enough of them, then fails with UNAVAILABLE saying why. 0: fail at once.
+    pub min_replicas_wait_ms: u64,
     /// A voter seen down this long by gossip is demoted to learner.
     pub down_grace_ms: u64,
     /// A learner seen down this long is removed.
@@ -127,6 +135,8 @@ impl Default for ClusterConfig {
             bootstrap: false,
             advertise_rpc: None,
             voters_target: 3,
+            min_replicas: None,
+            min_replicas_wait_ms: 10_000,
             down_grace_ms: 30_000,
             remove_after_ms: 300_000,
             // A follower elects after leader_lease (= election_timeout_max_ms) + a random
@@ -152,12 +162,46 @@ impl ClusterConfig {
         self.replicate_bytes_max + self.entry_bytes_max.max(limits.message_bytes_max) + (1 << 20)
     }
 
+    /// The voters that must hold an entry before its write is acknowledged: `min_replicas`, or
+    /// a majority of `voters_target`.
+    pub fn min_replicas(&self) -> usize {
+        self.min_replicas
+            .unwrap_or_else(|| majority(self.voters_target))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
-        if !(1..=7).contains(&self.voters_target) {
+        let voters = self.voters_target;
+        if !(1..=7).contains(&voters) || voters % 2 == 0 {
+            let why = if voters > 0 && voters % 2 == 0 {
+                format!(
+                    ": {voters} voters tolerate {} failure(s), no more than {} do, and need more \
+                     of them up",
+                    (voters - 1) / 2,
+                    voters - 1
+                )
+            } else {
+                String::new()
+            };
             return invalid(format!(
-                "cluster.voters_target = {} must be in 1..=7",
-                self.voters_target
+                "cluster.voters_target = {voters} must be 1, 3, 5 or 7{why}"
+            ));
+        }
+        let majority = majority(self.voters_target);
+        if let Some(min_replicas) = self.min_replicas {
+            if !(1..=majority).contains(&min_replicas) {
+                return invalid(format!(
+                    "cluster.min_replicas = {min_replicas} must be in 1..={majority} (at most a \
+                     majority of voters_target = {}, or writes would stop whenever a tolerated \
+                     failure happens)",
+                    self.voters_target
+                ));
+            }
+        }
+        if self.min_replicas_wait_ms > MIN_REPLICAS_WAIT_MS_MAX {
+            return invalid(format!(
+                "cluster.min_replicas_wait_ms = {} must be in 0..={MIN_REPLICAS_WAIT_MS_MAX}",
+                self.min_replicas_wait_ms
             ));
         }
         if self.heartbeat_ms == 0
@@ -211,6 +255,14 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// The longest `cluster.min_replicas_wait_ms` accepted (10 minutes).
+pub const MIN_REPLICAS_WAIT_MS_MAX: u64 = 600_000;
+
+/// The smallest majority of `voters`.
+pub fn majority(voters: usize) -> usize {
+    voters / 2 + 1
 }
 
 /// Server-side limits. Requests beyond them get INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
@@ -690,5 +742,77 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("message_bytes_max"));
+    }
+
+    fn member(cluster: ClusterConfig) -> NodeConfig {
+        NodeConfig {
+            node_id: "1".into(),
+            cluster: Some(cluster),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn min_replicas_defaults_to_a_majority_of_the_voters_target() {
+        let toml = "node_id = \"1\"\n[cluster]\ngossip_listen = \"127.0.0.1:7500\"\n";
+        let config: NodeConfig = toml::from_str(toml).unwrap();
+        config.validate().unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.min_replicas, None);
+        assert_eq!(cluster.min_replicas(), 2);
+        assert_eq!(cluster.min_replicas_wait_ms, 10_000);
+        for (voters_target, min_replicas) in [(1, 1), (3, 2), (5, 3), (7, 4)] {
+            let cluster = ClusterConfig {
+                voters_target,
+                ..ClusterConfig::default()
+            };
+            assert_eq!(cluster.min_replicas(), min_replicas);
+            member(cluster).validate().unwrap();
+        }
+        let toml = "node_id = \"1\"\n[cluster]\nvoters_target = 5\nmin_replicas = 2\n\
+                    min_replicas_wait_ms = 0\n";
+        let config: NodeConfig = toml::from_str(toml).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.cluster.unwrap().min_replicas(), 2);
+    }
+
+    #[test]
+    fn an_even_voters_target_and_a_min_replicas_above_the_majority_are_refused() {
+        for voters_target in [0, 2, 4, 6, 8] {
+            let error = member(ClusterConfig {
+                voters_target,
+                ..ClusterConfig::default()
+            })
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.contains(&format!("cluster.voters_target = {voters_target}"))
+                    && error.contains("1, 3, 5 or 7"),
+                "{error}"
+            );
+        }
+        for (voters_target, min_replicas) in [(3, 0), (3, 3), (1, 2), (5, 4)] {
+            let error = member(ClusterConfig {
+                voters_target,
+                min_replicas: Some(min_replicas),
+                ..ClusterConfig::default()
+            })
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.contains(&format!("cluster.min_replicas = {min_replicas}")),
+                "{error}"
+            );
+        }
+        let error = member(ClusterConfig {
+            min_replicas_wait_ms: MIN_REPLICAS_WAIT_MS_MAX + 1,
+            ..ClusterConfig::default()
+        })
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("cluster.min_replicas_wait_ms"), "{error}");
     }
 }

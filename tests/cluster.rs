@@ -79,7 +79,21 @@ async fn start_three_with(dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> Vec<Te
     let second = TestMember::start_with(dir, 2, seed.clone(), &tweak).await;
     let third = TestMember::start_with(dir, 3, seed, &tweak).await;
     let members = vec![first, second, third];
-    member_support::wait_for_voters(&members[0].addr, 3).await;
+    // Formed: every member lists three alive voters (a follower learns the last membership
+    // change a heartbeat after the leader, and gossip among the joiners a round later).
+    for member in &members {
+        member_support::poll_until("every member to list 3 alive voters", || async {
+            let client = Client::connect(&member.addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let servers = client.servers().await.map_err(|e| e.to_string())?;
+            let alive_voters = servers.iter().filter(|s| s.alive && s.is_voter).count();
+            (alive_voters == 3)
+                .then_some(())
+                .ok_or(format!("{servers:?}"))
+        })
+        .await;
+    }
     members
 }
 

@@ -98,6 +98,11 @@ impl LocalCluster {
         if id == 1 {
             command.arg("--bootstrap");
         }
+        if self.spec.nodes == 1 {
+            // One member: one voter, which acknowledges alone (voters_target 3, the default,
+            // would make it wait for voters that never come: min_replicas 2).
+            command.args(["--voters-target", "1"]);
+        }
         if !others.is_empty() {
             command.args(["--join", &others.join(",")]);
         }

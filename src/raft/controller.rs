@@ -1,13 +1,26 @@
 //! The membership controller: on the leader, turns the gossip view into Raft membership changes,
 //! one at a time. `next_change` is a pure function of the view, the Raft metrics and the time;
-//! `run` applies its answers.
+//! `run` applies its answers, as soon as its inputs change (not on a slow tick).
 //!
 //! Rules, in order: finish a joint configuration left by a crashed leader; update a member whose
-//! address changed; add an alive member unknown to Raft as a learner; promote a caught-up,
-//! alive learner while there are fewer voters than `voters_target`; demote (to learner) a voter
-//! that gossip has seen down for `down_grace_ms` if the remaining voters keep a live majority and
-//! the demotion buys something (below); remove a learner down for `remove_after_ms`. One gossip
-//! "down" never removes a voter at once.
+//! address changed; add every alive member unknown to Raft as a learner (all in one change);
+//! promote caught-up, alive learners that Raft has reached while there are fewer voters than
+//! `voters_target` (several in one change, keeping the voter count odd: below); demote (to
+//! learner) a voter that gossip has seen down for `down_grace_ms` if the remaining voters keep a
+//! live majority and the demotion buys something (below); remove a learner down for
+//! `remove_after_ms`. One gossip "down" never removes a voter at once.
+//!
+//! Formation. A forming cluster has one voter (the bootstrap node) and takes no writes until it
+//! has `min_replicas` (see `proposer`), so it promotes as soon as learners are ready, and several
+//! at once: 1 -> 3 voters in one joint change when two learners are ready. It avoids an even
+//! voter count: 2 voters tolerate no more failures than 1 and stall when either dies (voters
+//! {1, 2}: kill 1 and nothing is elected until it returns), 4 no more than 3. So it promotes one
+//! learner fewer when that makes the count odd, and promotes into an even count only when the
+//! cluster needs it to take writes (fewer voters than `min_replicas`: a 2-member cluster), the
+//! learner has been alive for `settle_ms`, and no other member that could make the count odd is
+//! on its way (alive for less than `settle_ms`, not yet ready). A learner Raft has not reached
+//! (no matched log id) is never promoted: gossip alone proves nothing about its gRPC address,
+//! and an unreachable voter would stall every commit of the joint configuration.
 //!
 //! A demotion buys something when a caught-up, alive learner is there to take the voter's place,
 //! or when dropping every long-down voter lets the cluster survive more further failures than it
@@ -22,11 +35,15 @@ use std::time::{Duration, Instant};
 
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use tokio::sync::watch;
+use tokio::time::Instant as TokioInstant;
 
 use super::types::{BasicNode, NodeId, Raft};
 
 /// How long the controller waits for one membership change to commit.
 const CHANGE_TIMEOUT_MS: u64 = 10_000;
+/// After its inputs change, the controller waits this long before it looks, so that a burst of
+/// changes (every replicated entry changes the metrics) costs one look, not one per change.
+const SETTLE_INPUTS_MS: u64 = 20;
 
 /// A member as gossip sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +66,14 @@ pub struct ControllerConfig {
     pub down_grace_ms: u64,
     /// A learner down this long is removed from the cluster.
     pub remove_after_ms: u64,
-    /// How often the controller looks.
+    /// How often the controller looks when nothing changes (for the rules that depend on time).
     pub interval_ms: u64,
+    /// Voters a write needs (`cluster.min_replicas`): an even voter count is formed only to
+    /// reach it.
+    pub min_replicas: usize,
+    /// Before promoting into an even voter count, the learner must have been alive this long,
+    /// and members alive for less are waited for (they may make the count odd).
+    pub settle_ms: u64,
 }
 
 impl Default for ControllerConfig {
@@ -61,6 +84,8 @@ impl Default for ControllerConfig {
             down_grace_ms: 30_000,
             remove_after_ms: 300_000,
             interval_ms: 500,
+            min_replicas: 2,
+            settle_ms: 5_000,
         }
     }
 }
@@ -68,12 +93,27 @@ impl Default for ControllerConfig {
 /// One membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    FinishJoint { voters: BTreeSet<NodeId> },
-    SetAddress { id: NodeId, rpc_addr: String },
-    AddLearner { id: NodeId, rpc_addr: String },
-    Promote { id: NodeId },
-    Demote { id: NodeId },
-    Remove { id: NodeId },
+    FinishJoint {
+        voters: BTreeSet<NodeId>,
+    },
+    SetAddress {
+        id: NodeId,
+        rpc_addr: String,
+    },
+    /// New members as learners: id -> gRPC address.
+    AddLearners {
+        nodes: BTreeMap<NodeId, String>,
+    },
+    /// Learners to voters, in one (joint) change.
+    Promote {
+        ids: BTreeSet<NodeId>,
+    },
+    Demote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
 }
 
 /// The next change the leader should make, if any. `started` stands in for `since` of members
@@ -103,6 +143,7 @@ pub fn next_change(
             None => Some(now.saturating_duration_since(started)),
         }
     };
+    let mut unknown = BTreeMap::new();
     for (id, member) in view.iter().filter(|(_, m)| m.alive) {
         match membership.get_node(id) {
             Some(node) if node.addr != member.rpc_addr => {
@@ -113,12 +154,12 @@ pub fn next_change(
             }
             Some(_) => {}
             None => {
-                return Some(Change::AddLearner {
-                    id: *id,
-                    rpc_addr: member.rpc_addr.clone(),
-                })
+                unknown.insert(*id, member.rpc_addr.clone());
             }
         }
+    }
+    if !unknown.is_empty() {
+        return Some(Change::AddLearners { nodes: unknown });
     }
     let last_index = metrics.last_log_index.unwrap_or(0);
     // Only a learner Raft has actually reached (gossip alone proves nothing about its gRPC
@@ -130,13 +171,13 @@ pub fn next_change(
             .and_then(|r| r.get(id).copied().flatten());
         matched.is_some_and(|log_id| log_id.index + config.learner_lag_max >= last_index)
     };
-    let replacement = learners
-        .iter()
-        .find(|id| down_for(id).is_none() && caught_up(id));
-    if voters.len() < config.voters_target {
-        if let Some(id) = replacement {
-            return Some(Change::Promote { id: *id });
-        }
+    let ready: Vec<NodeId> = (learners.iter().copied())
+        .filter(|id| down_for(id).is_none() && caught_up(id))
+        .collect();
+    let replacement = ready.first();
+    let promote = promotion(view, &voters, &ready, config, now);
+    if !promote.is_empty() {
+        return Some(Change::Promote { ids: promote });
     }
     let grace = Duration::from_millis(config.down_grace_ms);
     let alive_voters = voters.iter().filter(|id| down_for(id).is_none()).count();
@@ -156,6 +197,42 @@ pub fn next_change(
         .map(|id| Change::Remove { id: *id })
 }
 
+/// The ready learners (alive, reached, caught up; by id) to promote now: as many as fit under
+/// `voters_target`, one fewer if that keeps the voter count odd; into an even count only when
+/// the cluster needs it for writes and nobody else is on the way (module docs).
+fn promotion(
+    view: &MemberView,
+    voters: &BTreeSet<NodeId>,
+    ready: &[NodeId],
+    config: &ControllerConfig,
+    now: Instant,
+) -> BTreeSet<NodeId> {
+    let room = config.voters_target.saturating_sub(voters.len());
+    let mut count = ready.len().min(room);
+    if count > 0 && (voters.len() + count) % 2 == 0 {
+        if count > 1 {
+            count -= 1;
+        } else {
+            let settle = Duration::from_millis(config.settle_ms);
+            let alive_for = |id: &NodeId| {
+                (view.get(id))
+                    .filter(|m| m.alive)
+                    .map(|m| now.saturating_duration_since(m.since))
+            };
+            let settled = alive_for(&ready[0]).is_some_and(|d| d >= settle);
+            let on_the_way = view.keys().any(|id| {
+                !voters.contains(id)
+                    && !ready.contains(id)
+                    && alive_for(id).is_some_and(|d| d < settle)
+            });
+            if voters.len() >= config.min_replicas || !settled || on_the_way {
+                count = 0;
+            }
+        }
+    }
+    ready[..count].iter().copied().collect()
+}
+
 /// Whether `voters` of which `down` are long down would survive more further failures without
 /// the down ones than they do now.
 fn shrinking_helps(voters: usize, down: usize) -> bool {
@@ -163,22 +240,36 @@ fn shrinking_helps(voters: usize, down: usize) -> bool {
     down > 0 && tolerated(voters - down, 0) > tolerated(voters, down)
 }
 
-/// Applies `next_change` every `interval_ms` while this node leads; ends when the view's sender
-/// is dropped or Raft stops.
+/// Applies `next_change` whenever its inputs change (the gossip view, the Raft metrics; at most
+/// once per `SETTLE_INPUTS_MS`) and at least every `interval_ms`, at once again after each
+/// change; ends when the view's sender is dropped or Raft stops.
 pub async fn run(raft: Raft, mut view: watch::Receiver<MemberView>, config: ControllerConfig) {
     let started = Instant::now();
-    let mut ticks = tokio::time::interval(Duration::from_millis(config.interval_ms));
+    let mut metrics = raft.metrics();
+    let interval = Duration::from_millis(config.interval_ms);
     loop {
-        ticks.tick().await;
         if view.has_changed().is_err() {
             return;
         }
-        let metrics = raft.metrics().borrow().clone();
-        if metrics.running_state.is_err() {
+        let now_metrics = metrics.borrow_and_update().clone();
+        if now_metrics.running_state.is_err() {
             return;
         }
         let members = view.borrow_and_update().clone();
-        let Some(change) = next_change(&members, &metrics, &config, Instant::now(), started) else {
+        let change = next_change(&members, &now_metrics, &config, Instant::now(), started);
+        let Some(change) = change else {
+            // Nothing to do until something changes (or time makes a rule apply).
+            let woken = tokio::select! {
+                biased;
+                changed = view.changed() => changed.is_ok(),
+                changed = metrics.changed() => changed.is_ok(),
+                () = tokio::time::sleep(interval) => true,
+            };
+            if !woken {
+                return;
+            }
+            let settle = Duration::from_millis(SETTLE_INPUTS_MS);
+            tokio::time::sleep_until(TokioInstant::now() + settle).await;
             continue;
         };
         tracing::info!(?change, "membership change");
@@ -187,7 +278,8 @@ pub async fn run(raft: Raft, mut view: watch::Receiver<MemberView>, config: Cont
         match tokio::time::timeout(deadline, apply(&raft, change.clone())).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                tracing::warn!(?change, %error, "membership change failed; will retry")
+                tracing::warn!(?change, %error, "membership change failed; will retry");
+                tokio::time::sleep(interval).await;
             }
             Err(_) => tracing::warn!(?change, "membership change not committed in time"),
         }
@@ -205,11 +297,15 @@ async fn apply(raft: &Raft, change: Change) -> Result<(), String> {
             raft.change_membership(ChangeMembers::SetNodes(nodes), true)
                 .await
         }
-        Change::AddLearner { id, rpc_addr } => {
-            raft.add_learner(id, BasicNode::new(rpc_addr), false).await
+        Change::AddLearners { nodes } => {
+            let nodes = (nodes.into_iter())
+                .map(|(id, addr)| (id, BasicNode::new(addr)))
+                .collect();
+            raft.change_membership(ChangeMembers::AddNodes(nodes), true)
+                .await
         }
-        Change::Promote { id } => {
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+        Change::Promote { ids } => {
+            raft.change_membership(ChangeMembers::AddVoterIds(ids), true)
                 .await
         }
         Change::Demote { id } => {
@@ -307,33 +403,149 @@ mod tests {
     }
 
     #[test]
-    fn a_new_alive_member_joins_as_learner_then_is_promoted_once_caught_up() {
+    fn new_alive_members_join_as_learners_together_then_are_promoted_together_once_caught_up() {
         let now = Instant::now();
-        let members = view(now, &[(1, true, 0), (2, true, 0)]);
+        let members = view(now, &[(1, true, 0), (2, true, 0), (3, true, 0)]);
         let change = decide(&members, &metrics(&[1], &[], &[], 10), now);
         assert_eq!(
             change,
-            Some(Change::AddLearner {
-                id: 2,
-                rpc_addr: addr(2)
-            })
+            Some(Change::AddLearners {
+                nodes: BTreeMap::from([(2, addr(2)), (3, addr(3))])
+            }),
+            "every new member in one change"
         );
-        let lagging = metrics(&[1], &[2], &[(2, 0)], 5_000);
+        let lagging = metrics(&[1], &[2, 3], &[(2, 0), (3, 0)], 5_000);
         assert_eq!(
             decide(&members, &lagging, now),
             None,
-            "a lagging learner waits"
+            "lagging learners wait"
         );
-        let caught_up = metrics(&[1], &[2], &[(2, 4_990)], 5_000);
+        let caught_up = metrics(&[1], &[2, 3], &[(2, 4_990), (3, 5_000)], 5_000);
         assert_eq!(
             decide(&members, &caught_up, now),
-            Some(Change::Promote { id: 2 })
+            Some(Change::Promote {
+                ids: BTreeSet::from([2, 3])
+            }),
+            "1 -> 3 voters in one change, never through 2"
         );
-        let never_reached = metrics(&[1], &[2], &[], 3);
+        let never_reached = metrics(&[1], &[2, 3], &[], 3);
         assert_eq!(
             decide(&members, &never_reached, now),
             None,
             "gossip alone does not promote"
+        );
+    }
+
+    #[test]
+    fn a_forming_cluster_waits_for_a_member_on_its_way_rather_than_have_two_voters() {
+        let now = Instant::now();
+        // Node 2 is ready; node 3 is alive but Raft has not reached it yet (or it is not yet a
+        // learner): promoting 2 alone would make {1, 2}, which stalls when either dies.
+        let m = metrics(&[1], &[2, 3], &[(2, 10)], 10);
+        let members = view(now, &[(1, true, 60_000), (2, true, 60_000), (3, true, 100)]);
+        assert_eq!(decide(&members, &m, now), None);
+        let members = view(now, &[(1, true, 60_000), (2, true, 60_000), (4, true, 100)]);
+        let m4 = metrics(&[1], &[2], &[(2, 10)], 10);
+        assert_eq!(
+            decide(&members, &m4, now),
+            Some(Change::AddLearners {
+                nodes: BTreeMap::from([(4, addr(4))])
+            })
+        );
+        // A member that has been alive for the settle time and is still not ready is not
+        // waited for any longer: the cluster needs a second voter to take writes.
+        let members = view(
+            now,
+            &[(1, true, 60_000), (2, true, 60_000), (3, true, 6_000)],
+        );
+        assert_eq!(
+            decide(&members, &m, now),
+            Some(Change::Promote {
+                ids: BTreeSet::from([2])
+            })
+        );
+    }
+
+    #[test]
+    fn an_even_voter_count_is_formed_only_when_writes_need_it_and_nobody_else_comes() {
+        let now = Instant::now();
+        let m = metrics(&[1], &[2], &[(2, 10)], 10);
+        // A two-member cluster: the second voter is needed for min_replicas = 2, once node 2 has
+        // been alive for the settle time (a third member may still be starting).
+        let fresh = view(now, &[(1, true, 60_000), (2, true, 1_000)]);
+        assert_eq!(decide(&fresh, &m, now), None);
+        let settled = view(now, &[(1, true, 60_000), (2, true, 5_000)]);
+        assert_eq!(
+            decide(&settled, &m, now),
+            Some(Change::Promote {
+                ids: BTreeSet::from([2])
+            })
+        );
+        // With min_replicas = 1 one voter takes writes: 2 would tolerate no more failures.
+        let config = ControllerConfig {
+            min_replicas: 1,
+            ..ControllerConfig::default()
+        };
+        let started = now - Duration::from_secs(3600);
+        assert_eq!(next_change(&settled, &m, &config, now, started), None);
+        // An even count left by a demotion goes odd again at once.
+        let m = metrics(&[1, 2], &[3], &[(2, 10), (3, 10)], 10);
+        let members = view(now, &[(1, true, 60_000), (2, true, 60_000), (3, true, 0)]);
+        assert_eq!(
+            decide(&members, &m, now),
+            Some(Change::Promote {
+                ids: BTreeSet::from([3])
+            })
+        );
+    }
+
+    #[test]
+    fn five_voters_form_through_three_and_never_four() {
+        let now = Instant::now();
+        let config = ControllerConfig {
+            voters_target: 5,
+            min_replicas: 3,
+            ..ControllerConfig::default()
+        };
+        let started = now - Duration::from_secs(3600);
+        let all = |alive_for: u64| {
+            view(
+                now,
+                &[
+                    (1, true, 60_000),
+                    (2, true, 60_000),
+                    (3, true, 60_000),
+                    (4, true, 60_000),
+                    (5, true, alive_for),
+                ],
+            )
+        };
+        let m = metrics(&[1], &[2, 3, 4, 5], &[(2, 10), (3, 10), (4, 10)], 10);
+        assert_eq!(
+            next_change(&all(100), &m, &config, now, started),
+            Some(Change::Promote {
+                ids: BTreeSet::from([2, 3])
+            }),
+            "three of the four ready: 1 -> 3"
+        );
+        let m = metrics(&[1, 2, 3], &[4, 5], &[(2, 10), (3, 10), (4, 10)], 10);
+        assert_eq!(next_change(&all(100), &m, &config, now, started), None);
+        assert_eq!(
+            next_change(&all(60_000), &m, &config, now, started),
+            None,
+            "3 voters already take writes (min_replicas 3): 4 would add nothing"
+        );
+        let m = metrics(
+            &[1, 2, 3],
+            &[4, 5],
+            &[(2, 10), (3, 10), (4, 10), (5, 10)],
+            10,
+        );
+        assert_eq!(
+            next_change(&all(100), &m, &config, now, started),
+            Some(Change::Promote {
+                ids: BTreeSet::from([4, 5])
+            })
         );
     }
 

@@ -76,9 +76,13 @@ pub async fn start_member(
             entries_in_flight_max: cluster.entries_in_flight_max,
             queue_depth_max: config.limits.append_queue_depth_max,
             commit_timeout_ms: cluster.commit_timeout_ms,
+            min_replicas: cluster.min_replicas(),
+            min_replicas_wait_ms: cluster.min_replicas_wait_ms,
+            voters_target: cluster.voters_target,
         },
         controller: ControllerConfig {
             voters_target: cluster.voters_target,
+            min_replicas: cluster.min_replicas(),
             down_grace_ms: cluster.down_grace_ms,
             remove_after_ms: cluster.remove_after_ms,
             ..ControllerConfig::default()
