@@ -259,7 +259,10 @@ fn big_log_rows(dir: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     )?);
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "index") {
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("index" | "index2")
+        ) {
             std::fs::remove_file(path)?;
         }
     }
@@ -352,10 +355,11 @@ fn open_row(open: &dyn Fn() -> anyhow::Result<Log>) -> anyhow::Result<Row> {
         peak_rss: String::new(),
         rates: false,
         note: format!(
-            "{} ms; {} of {} segments scanned",
+            "{} ms; {} of {} segments scanned; {} MiB of tail rewritten",
             fmt_ms(elapsed),
             report.segments_scanned,
-            info.segment_count
+            info.segment_count,
+            report.tail_rewritten_bytes >> 20
         ),
     })
 }
