@@ -43,8 +43,8 @@ fn index_file(files: &[PathBuf], base: u64) -> PathBuf {
         .unwrap_or_else(|| panic!("no index for segment {base}"))
 }
 
-/// The byte holding bit 17 of entry `entry`'s timestamp: set in START_MS + 40 (1_000_040 =
-/// 0xF4268), so flipping it makes the timestamp 131 s earlier.
+/// The byte holding bit 17 of entry `entry`'s timestamp: set in START_MS + 20 and + 40
+/// (0xF4254, 0xF4268), so flipping it makes the timestamp 131 s earlier.
 fn timestamp_bit_17(entry: u64) -> u64 {
     entry * INDEX_ENTRY_BYTES + 8 + 2
 }
@@ -55,12 +55,14 @@ fn a_flipped_index_timestamp_on_disk_is_found_at_open() {
     let clock = Arc::new(ManualClock::new(START_MS));
     let dir = Path::new("/log");
     timed_log(Arc::new(sim.clone()), &clock, dir);
-    // The newest entry of the oldest segment (record 4, at START_MS + 40).
+    // A middle entry of the oldest segment (record 2, at START_MS + 20; bit 17 is set there
+    // too): open used to check only a segment's last entry, and a time lookup then started at
+    // record 3.
     let index = index_file(&sim.files(), 0);
-    sim.flip_bit(&index, timestamp_bit_17(4), 1).unwrap();
+    sim.flip_bit(&index, timestamp_bit_17(2), 1).unwrap();
     clock.set_ms(START_MS + 1_000);
     let config = LogConfig {
-        retention_ms_max: Some(1_000 - 35), // keeps record 4's segment: 40 >= 35
+        retention_ms_max: Some(1_000 - 35), // keeps the oldest segment: its newest is at 40
         ..small_config(dir)
     };
     let log = open_with(Arc::new(sim), clock, config);
