@@ -243,7 +243,7 @@ impl Segment {
             IndexCheck::BadEntry(error) => tracing::warn!(
                 %index, %error, "a sealed index fails its checks: rebuilding it from its store"
             ),
-            IndexCheck::Inconsistent => tracing::warn!(
+            IndexCheck::Inconsistent if self.sealed => tracing::warn!(
                 %index,
                 "a sealed index does not match its store: rebuilding it from the store"
             ),
@@ -480,7 +480,8 @@ impl Segment {
         while q + HEADER_BYTES as u64 <= end {
             let header = window.header_at(self, q)?;
             let offset = u64_at(header, 8);
-            let plausible = offset > expected && offset - expected <= offsets_max;
+            let plausible =
+                offset > expected && offset - expected <= offsets_max && u32_at(header, 36) == 0; // flags
             let frame_bytes = 8 + u64::from(u32_at(header, 0));
             if plausible && q + frame_bytes <= end {
                 if let Some(id) = self.valid_frame_at(q, frame_bytes, offset)? {
@@ -561,8 +562,8 @@ impl Segment {
 fn refusal(reason: &str, later: Later, cut: &TailCut, expected: u64) -> String {
     format!(
         "{reason}, but valid records follow it (the last one found: offset {}, term {}, at \
-         position {}): this is corruption, not a torn write, so the log was not opened and \
-         nothing was changed. Cutting it would drop {} bytes from position {} (records {expected} \
+         position {}): this is corruption, not a torn write, so the log was not opened and the \
+         store was left as it is. Cutting it would drop {} bytes from position {} (records {expected} \
          to {}); to do that, open the log with corrupt_tail = cut",
         later.last.offset,
         later.last.term,
