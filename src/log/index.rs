@@ -52,14 +52,20 @@ pub enum EntryError {
     Reserved { entry: u64 },
 }
 
+/// 24 bytes on an 8-byte boundary: the CRC crate then takes them as three words (three
+/// instructions) instead of a byte at a time up to the first boundary and after the last.
+#[repr(C, align(8))]
+struct Words([u8; 24]);
+
 /// CRC32C of `position`, `timestamp_ms` and `offset` (little-endian, in that order), in one
-/// call: open checks every entry, so this is on its path a million times per GiB of log.
+/// call over an aligned buffer: open checks every entry, so this runs a million times per GiB
+/// of 1 KiB records.
 fn entry_crc(position: u64, timestamp_ms: i64, offset: u64) -> u32 {
-    let mut bytes = [0u8; 24];
-    bytes[..8].copy_from_slice(&position.to_le_bytes());
-    bytes[8..16].copy_from_slice(&timestamp_ms.to_le_bytes());
-    bytes[16..].copy_from_slice(&offset.to_le_bytes());
-    crc32c::crc32c(&bytes)
+    let mut words = Words([0; 24]);
+    words.0[..8].copy_from_slice(&position.to_le_bytes());
+    words.0[8..16].copy_from_slice(&timestamp_ms.to_le_bytes());
+    words.0[16..].copy_from_slice(&offset.to_le_bytes());
+    crc32c::crc32c(&words.0)
 }
 
 impl IndexEntry {
@@ -377,7 +383,8 @@ mod tests {
         let b = e.encode(7);
         assert_eq!(&b[..8], &[2, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&b[8..16], &[0xff; 8]);
-        assert_eq!(u32_at(&b, 16), entry_crc(0x0102, -1, 7));
+        let covered = [&b[..16], &7u64.to_le_bytes()[..]].concat();
+        assert_eq!(u32_at(&b, 16), crc32c::crc32c(&covered));
         assert_eq!(&b[20..], &[0; 4]);
         assert_eq!(IndexEntry::decode(&b, 0, 7), Ok(e));
     }

@@ -23,7 +23,7 @@ use super::{file_name, open_file, Damage, FileKind, Segment, SegmentLimits};
 use crate::io::{Disk, DiskFile};
 use crate::log::config::{CorruptTail, RECORD_BYTES_LIMIT};
 use crate::log::error::LogError;
-use crate::log::index::{read_seal, EntryError, Index, IndexEntry, SealedFile};
+use crate::log::index::{read_seal, EntryError, Index, IndexEntry, SealedFile, ENTRY_BYTES};
 use crate::log::record::{self, FrameError, HEADER_BYTES};
 
 /// The chunk size of recovery scans (a frame larger than this is read whole all the same).
@@ -186,20 +186,20 @@ impl Segment {
         let SealedFile::Sealed { entries } = sealed else {
             return Ok(IndexCheck::Unsealed);
         };
-        let index = Index::map(file.clone(), self.base, entries, entries).map_err(context)?;
-        let last = match walk_entries(&index) {
-            Err(e) => return Ok(IndexCheck::BadEntry(e)),
-            Ok(Err(Inconsistent)) => return Ok(IndexCheck::Inconsistent),
-            Ok(Ok(last)) => last,
+        let last = match walk_entries(file.as_ref(), self.base, entries).map_err(context)? {
+            Walk::Bad(e) => return Ok(IndexCheck::BadEntry(e)),
+            Walk::Inconsistent => return Ok(IndexCheck::Inconsistent),
+            Walk::Last(last) => last,
         };
         let consistent = match last {
             None => self.store_bytes == 0,
             Some(last) => self.last_frame_matches(last, entries)?,
         };
-        Ok(match consistent {
-            true => IndexCheck::Trusted(index),
-            false => IndexCheck::Inconsistent,
-        })
+        if !consistent {
+            return Ok(IndexCheck::Inconsistent);
+        }
+        let index = Index::map(file.clone(), self.base, entries, entries).map_err(context)?;
+        Ok(IndexCheck::Trusted(index))
     }
 
     /// Whether the frame header at `last.position` holds the segment's last record (entry
@@ -574,28 +574,51 @@ fn refusal(reason: &str, later: Later, cut: &TailCut, expected: u64) -> String {
     )
 }
 
-/// Entries not describing a store: positions not increasing, timestamps decreasing.
-struct Inconsistent;
+/// What reading a sealed index's entries found.
+enum Walk {
+    /// Every entry checks out; the last one (`None`: no entries).
+    Last(Option<IndexEntry>),
+    /// An entry fails its checksum.
+    Bad(EntryError),
+    /// Positions do not start at 0 and grow by at least a header, or timestamps decrease.
+    Inconsistent,
+}
 
-/// Checks every entry (checksum) and that positions start at 0 and grow by at least a header
-/// and timestamps never decrease; returns the last entry.
-fn walk_entries(index: &Index) -> Result<Result<Option<IndexEntry>, Inconsistent>, EntryError> {
+/// Reads every entry of a sealed index (`entries` of segment `base`) with positional reads of
+/// about 1 MiB, checking each one's checksum and the order of positions and timestamps. Reads,
+/// not the map: the map's pages are touched only when used, so a clean open does not pull
+/// every index into the process's memory.
+fn walk_entries(file: &dyn DiskFile, base: u64, entries: u64) -> std::io::Result<Walk> {
+    let per_read = (SCAN_CHUNK_BYTES as u64 / ENTRY_BYTES).min(entries.max(1));
+    let mut buf = vec![0u8; (per_read * ENTRY_BYTES) as usize];
     let mut previous: Option<IndexEntry> = None;
-    for i in 0..index.len() {
-        let entry = index.get(i)?.expect("i < len");
-        let ordered = match previous {
-            None => entry.position == 0,
-            Some(p) => {
-                entry.position >= p.position + HEADER_BYTES as u64
-                    && entry.timestamp_ms >= p.timestamp_ms
-            }
-        };
-        if !ordered {
-            return Ok(Err(Inconsistent));
+    let mut i = 0;
+    while i < entries {
+        let count = per_read.min(entries - i);
+        let len = (count * ENTRY_BYTES) as usize;
+        if file.read_at(&mut buf[..len], i * ENTRY_BYTES)? < len {
+            return Ok(Walk::Inconsistent); // shorter than its trailer said
         }
-        previous = Some(entry);
+        for chunk in buf[..len].chunks_exact(ENTRY_BYTES as usize) {
+            let entry = match IndexEntry::decode(chunk, i, base + i) {
+                Ok(entry) => entry,
+                Err(e) => return Ok(Walk::Bad(e)),
+            };
+            let ordered = match previous {
+                None => entry.position == 0,
+                Some(p) => {
+                    entry.position >= p.position + HEADER_BYTES as u64
+                        && entry.timestamp_ms >= p.timestamp_ms
+                }
+            };
+            if !ordered {
+                return Ok(Walk::Inconsistent);
+            }
+            previous = Some(entry);
+            i += 1;
+        }
     }
-    Ok(Ok(previous))
+    Ok(Walk::Last(previous))
 }
 
 /// A sliding read window over the store for `find_valid_after`.
