@@ -660,10 +660,16 @@ impl Log {
         (target.store.sync_data()).map_err(|e| LogError::io(sync_context(), e))?;
         self.durable.fetch_max(next, Ordering::SeqCst);
         let prepared = self.state.read().active().prepare_seal()?;
+        let entries_crc = prepared.entries_crc();
         let old_map = self.state.write().active_mut().install_seal(prepared);
         drop(old_map);
-        Index::write_seal(target.index.as_ref(), target.base, target.entries)
-            .map_err(|e| LogError::io(format!("seal {}", target.index_path.display()), e))?;
+        Index::write_seal(
+            target.index.as_ref(),
+            target.base,
+            target.entries,
+            entries_crc,
+        )
+        .map_err(|e| LogError::io(format!("seal {}", target.index_path.display()), e))?;
         Ok(next)
     }
 

@@ -425,7 +425,10 @@ impl Segment {
 
     /// A bad index entry: `Corrupt`, naming the index file and the entry's position.
     fn bad_entry(&self, error: EntryError) -> LogError {
-        let (EntryError::BadChecksum { entry } | EntryError::Reserved { entry }) = error;
+        let entry = match error {
+            EntryError::BadChecksum { entry } | EntryError::Reserved { entry } => entry,
+            EntryError::SealMismatch { entries } => entries,
+        };
         LogError::Corrupt {
             segment: self.index_path.clone(),
             position: entry * ENTRY_BYTES,
