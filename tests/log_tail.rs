@@ -263,8 +263,7 @@ fn an_unclean_open_rewrites_and_syncs_the_tail_a_clean_one_does_not() {
     let store = sim
         .files()
         .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".store"))
-        .last()
+        .rfind(|p| p.to_string_lossy().ends_with(".store"))
         .unwrap();
     let written_before = sim.stats().bytes_written;
     let log = open(Arc::new(sim.clone()), small_config(dir)).unwrap();
