@@ -15,8 +15,8 @@
 //!   `crc32c u32` over those 16 bytes and the entry's offset, `reserved u32` = 0), entry `i` for
 //!   offset `base + i`. The active segment's index is pre-grown to `max(1, index_bytes_max /
 //!   24)` entries and mapped; a sealed one (rolled, or closed) is truncated to its entries and
-//!   ends with a 24-byte seal trailer (`entries u64`, `base u64`, `crc32c u32`, `"LHS2"`), then
-//!   synced. See `index`.
+//!   ends with a 24-byte seal trailer (`entries u64`, `base u64`, `checksum u32` = CRC32C of
+//!   every entry and the trailer's first 16 bytes, `"LHS2"`), then synced. See `index`.
 //! - `<base>.index` (index format 1, written before format 2: 16-byte entries, no checksum) is
 //!   never trusted: open rebuilds a format-2 index from the store and removes the old file
 //!   once the new one and the directory are synced. The store format did not change, so a
@@ -27,8 +27,8 @@
 //! - A segment's store is fsync'd and its index sealed before the next segment is created, and
 //!   the directory is synced after every creation and removal; so only the last segment can have
 //!   a torn tail.
-//! - Open trusts an index without a scan only when it is sealed (a valid trailer), every entry
-//!   passes its checksum, positions and timestamps are ordered, and the last entry's frame header
+//! - Open trusts an index without a scan only when it is sealed (a valid trailer), its checksum
+//!   covers every entry (one bulk CRC), positions and timestamps are ordered, and the last entry's frame header
 //!   names the right offset and timestamp and ends exactly at the store's end. Otherwise it scans
 //!   the store (1 MiB chunks, a larger frame read whole; length against the hard limit, CRC,
 //!   dense offsets) and rebuilds the index, sealed or not.

@@ -2,8 +2,9 @@
 //! follows the last valid frame of the last segment.
 //!
 //! Rules (see also `log/mod.rs`):
-//! - An index is trusted without a scan only when it is sealed (ends with a valid trailer),
-//!   every entry passes its checksum, positions start at 0 and increase by at least a header,
+//! - An index is trusted without a scan only when it is sealed (ends with a trailer), the
+//!   trailer's checksum covers every entry (one bulk CRC; when it fails, the entry that fails
+//!   its own checksum is named), positions start at 0 and increase by at least a header,
 //!   timestamps never decrease, and the last entry's frame header names the right offset and
 //!   timestamp and ends exactly at the store's end. Anything else (no index, a format-1 index,
 //!   an unsealed one after a crash, a bad entry) rebuilds it by scanning the store.
