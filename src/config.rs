@@ -391,6 +391,7 @@ impl NodeConfig {
             retention_bytes_max: self.retention_bytes_max,
             retention_ms_max: self.retention_ms_max,
             metrics: None,
+            corrupt_tail: Default::default(),
         };
         config
             .validate()

@@ -124,7 +124,7 @@ fn a_bit_flip_in_a_sealed_segment_fails_that_read_only() {
 fn deleted_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let records = write_log(dir.path(), 25, true);
-    let indexes = segment_files(dir.path(), ".index");
+    let indexes = segment_files(dir.path(), ".index2");
     assert!(indexes.len() >= 3);
     std::fs::remove_file(&indexes[0]).unwrap();
     std::fs::remove_file(indexes.last().unwrap()).unwrap();
@@ -144,7 +144,7 @@ fn an_index_pre_grown_with_zeros_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let records = write_log(dir.path(), 25, true);
     let config = small_config(dir.path());
-    for index in segment_files(dir.path(), ".index") {
+    for index in segment_files(dir.path(), ".index2") {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&index)

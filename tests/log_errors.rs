@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use log_support::{read_all, record, segment_files, small_config, FaultDisk};
 use loghouse::io::{Disk, ManualClock, StdDisk};
-use loghouse::log::{Log, LogConfig, LogError, NewRecord, SyncPolicy};
+use loghouse::log::{Log, LogConfig, LogError, NewRecord, SyncPolicy, RECORD_BYTES_LIMIT};
 
 fn open_with(disk: Arc<dyn Disk>, clock: Arc<ManualClock>, config: LogConfig) -> Log {
     Log::open(disk, clock, config).expect("open")
@@ -54,8 +54,16 @@ fn an_oversized_record_is_refused_and_nothing_changes() {
         message.contains("201") && message.contains("200"),
         "{message}"
     );
-    let at = log.append_at(2, &record(6, 500), 0).unwrap_err();
-    assert!(matches!(at, LogError::RecordTooLarge { len: 500, .. }));
+    // Replicated appends are bounded by the format's limit only.
+    let over_limit = NewRecord::data(vec![0u8; RECORD_BYTES_LIMIT as usize + 1]);
+    let at = log.append_at(2, &over_limit, 0).unwrap_err();
+    assert!(matches!(
+        at,
+        LogError::RecordTooLarge {
+            max: RECORD_BYTES_LIMIT,
+            ..
+        }
+    ));
     assert_eq!(log.info(), info);
     assert_eq!(dir_bytes(dir.path()), files);
     // Not poisoned: a valid record still goes in.
@@ -131,7 +139,7 @@ fn invalid_configs_are_refused_with_the_setting_named() {
         ),
         (
             LogConfig {
-                index_bytes_max: 17,
+                index_bytes_max: 15,
                 ..small_config(dir.path())
             },
             "index_bytes_max",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use loghouse::io::{Disk, ManualClock, SimDisk, StdDisk};
-use loghouse::log::{Log, LogConfig, LogError, NewRecord};
+use loghouse::log::{Log, LogConfig, LogError, NewRecord, INDEX_ENTRY_BYTES};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ impl Model {
 fn config(dir: &Path) -> LogConfig {
     LogConfig {
         segment_bytes_max: 400,
-        index_bytes_max: 16 * 4,
+        index_bytes_max: INDEX_ENTRY_BYTES * 4,
         record_bytes_max: 150,
         initial_offset: 1000,
         ..LogConfig::new(dir)

@@ -51,6 +51,43 @@ impl FromStr for SyncPolicy {
     }
 }
 
+/// What `Log::open` does when the last segment's tail is corrupt rather than torn: a bad frame
+/// followed by valid ones (a torn write leaves nothing valid after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CorruptTail {
+    /// Refuse to open (`LogError::Corrupt` naming the segment and position): an operator
+    /// decides. The default.
+    #[default]
+    Refuse,
+    /// Cut it (logged at WARN, reported in `OpenReport::tail_cut`), like a torn tail. For a
+    /// replica that gets the records back from its peers, or an operator who chose to.
+    Cut,
+}
+
+impl fmt::Display for CorruptTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptTail::Refuse => write!(f, "refuse"),
+            CorruptTail::Cut => write!(f, "cut"),
+        }
+    }
+}
+
+impl FromStr for CorruptTail {
+    type Err = String;
+
+    /// Parses `refuse` or `cut`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "refuse" => Ok(CorruptTail::Refuse),
+            "cut" => Ok(CorruptTail::Cut),
+            _ => Err(format!(
+                "invalid corrupt tail policy {s:?}: expected `refuse` or `cut`"
+            )),
+        }
+    }
+}
+
 /// Configuration of one log. `LogConfig::new(dir)` gives production defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -58,9 +95,13 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// A segment's store file rolls once it holds this many bytes.
     pub segment_bytes_max: u64,
-    /// A segment's index file is pre-grown to this size; the segment rolls once it is full.
+    /// A segment's index file is pre-grown to at most this size: it holds
+    /// `max(1, index_bytes_max / 24)` entries (24-byte entries), and the segment rolls once it
+    /// is full.
     pub index_bytes_max: u64,
-    /// The largest record value accepted, in bytes.
+    /// The largest record value a client may append (`append`, `validate`), in bytes. Records
+    /// read from disk and replicated appends (`append_at`, `append_batch_at`) are bounded by the
+    /// format's limit, `RECORD_BYTES_LIMIT`, only: lowering this never hides what is stored.
     pub record_bytes_max: u32,
     /// The offset of the first record of a new, empty log.
     pub initial_offset: u64,
@@ -72,13 +113,20 @@ pub struct LogConfig {
     /// Where the log counts its fsyncs and their latency (None: not counted). How the figures
     /// are exported is not the log's business.
     pub metrics: Option<Arc<LogMetrics>>,
+    /// What open does with a corrupt (not torn) tail of the last segment.
+    pub corrupt_tail: CorruptTail,
 }
 
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const INDEX_BYTES_MAX_DEFAULT: u64 = 10 * 1024 * 1024;
 pub const RECORD_BYTES_MAX_DEFAULT: u32 = 1024 * 1024;
-/// Hard upper bound on `record_bytes_max` (frames carry a u32 length).
+/// The format's hard limit on a record's value, in bytes: every frame read from disk is judged
+/// by it (never by the configured `record_bytes_max`, which may have changed since the frame
+/// was written), and `record_bytes_max` may not exceed it.
 pub const RECORD_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
+/// The smallest `index_bytes_max` accepted (one format-1 entry, the smallest ever accepted):
+/// below one 24-byte entry, a segment still gets one.
+pub const INDEX_BYTES_MIN: u64 = super::index::V1_ENTRY_BYTES;
 
 impl LogConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -92,7 +140,13 @@ impl LogConfig {
             retention_bytes_max: None,
             retention_ms_max: None,
             metrics: None,
+            corrupt_tail: CorruptTail::Refuse,
         }
+    }
+
+    /// Index entries per segment: `index_bytes_max / 24`, at least one.
+    pub fn index_entries_max(&self) -> u64 {
+        (self.index_bytes_max / super::index::ENTRY_BYTES).max(1)
     }
 
     /// Checks every limit; the error names the setting and the accepted range.
@@ -112,13 +166,10 @@ impl LogConfig {
                 self.segment_bytes_max
             ));
         }
-        let entry = super::index::ENTRY_BYTES;
-        if self.index_bytes_max < entry
-            || self.index_bytes_max % entry != 0
-            || self.index_bytes_max > 1 << 30
-        {
+        if self.index_bytes_max < INDEX_BYTES_MIN || self.index_bytes_max > 1 << 30 {
             return invalid(format!(
-                "index_bytes_max = {} must be a multiple of {entry} between {entry} and 1 GiB",
+                "index_bytes_max = {} must be between {INDEX_BYTES_MIN} and 1 GiB (24 bytes per \
+                 entry, at least one entry)",
                 self.index_bytes_max
             ));
         }

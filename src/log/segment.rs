@@ -1,49 +1,60 @@
 //! One segment: a store file of frames and its index, named by the segment's base offset.
 //!
 //! Appends write whole frames at the end of the store with one `write_at`. A sealed segment is
-//! immutable. Opening a segment trusts its index when it looks cleanly closed (see
-//! `trusted_entries`) and otherwise scans the store in large chunks, checking every frame's length,
-//! CRC and offset, and rebuilds the index.
+//! immutable. Opening a segment (see `recovery`) trusts its index when it is sealed and every
+//! entry checks out, and otherwise scans the store, checking every frame's length, CRC and
+//! offset, and rebuilds the index. Every frame read from disk is judged by the format's hard
+//! limit (`RECORD_BYTES_LIMIT`), never by a configured one.
+
+mod recovery;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::config::RECORD_BYTES_LIMIT;
 use super::error::LogError;
-use super::index::{Index, IndexEntry, ENTRY_BYTES};
+use super::index::{EntryError, Index, IndexEntry, PreparedSeal, ENTRY_BYTES};
 use super::record::{self, FrameError, NewRecord, Record, HEADER_BYTES};
-use crate::io::{Disk, DiskFile};
+use crate::io::{Disk, DiskFile, MapMut};
+
+pub use recovery::{FrameId, Recovery, TailCut, TailKind};
 
 pub const STORE_SUFFIX: &str = ".store";
-pub const INDEX_SUFFIX: &str = ".index";
+/// The index, format 2 (checksummed 24-byte entries, see `index`).
+pub const INDEX_SUFFIX: &str = ".index2";
+/// The index, format 1 (16-byte entries, no checksum): only read to be replaced.
+pub const INDEX_V1_SUFFIX: &str = ".index";
 const BASE_DIGITS: usize = 20;
-/// The chunk size of recovery scans.
-const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
 /// Which file of a segment a name denotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Store,
     Index,
+    IndexV1,
 }
 
-/// `<base, 20 digits>.store` or `.index`.
+/// `<base, 20 digits>.store`, `.index2` or `.index`.
 pub fn file_name(base: u64, kind: FileKind) -> String {
     let suffix = match kind {
         FileKind::Store => STORE_SUFFIX,
         FileKind::Index => INDEX_SUFFIX,
+        FileKind::IndexV1 => INDEX_V1_SUFFIX,
     };
     format!("{base:0width$}{suffix}", width = BASE_DIGITS)
 }
 
 /// The base offset and kind of a segment file name; `None` for any other name.
 pub fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
-    let (digits, kind) = if let Some(d) = name.strip_suffix(STORE_SUFFIX) {
-        (d, FileKind::Store)
-    } else {
-        (name.strip_suffix(INDEX_SUFFIX)?, FileKind::Index)
-    };
+    let (digits, kind) = [
+        (STORE_SUFFIX, FileKind::Store),
+        (INDEX_SUFFIX, FileKind::Index),
+        (INDEX_V1_SUFFIX, FileKind::IndexV1),
+    ]
+    .into_iter()
+    .find_map(|(suffix, kind)| Some((name.strip_suffix(suffix)?, kind)))?;
     if digits.len() != BASE_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -55,7 +66,6 @@ pub fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
 pub struct SegmentLimits {
     pub store_bytes_max: u64,
     pub index_entries_max: u64,
-    pub record_bytes_max: u32,
 }
 
 #[derive(Debug)]
@@ -83,18 +93,25 @@ struct Damage {
     reason: String,
 }
 
-/// What opening a segment found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// The index was trusted as it was.
-    Clean,
-    /// The store was scanned and the index rebuilt; `truncated_bytes` of torn or corrupt tail
-    /// were cut off the store.
-    Rebuilt { truncated_bytes: u64 },
-    /// A sealed segment had a bad frame: the records before it are served, the ones from it to
-    /// the segment's end answer `Corrupt`. Nothing was cut (a sealed segment was fsync'd, so the
-    /// damage is the medium's, not a torn write's).
-    Damaged { unreadable_records: u64 },
+/// Where the next append goes: taken under the log's state lock, used outside it.
+#[derive(Debug, Clone)]
+pub struct AppendTarget {
+    pub store: Arc<dyn DiskFile>,
+    /// The store's end, where the frames are written.
+    pub position: u64,
+    /// The offset of the first frame.
+    pub next: u64,
+}
+
+/// What sealing needs from the disk, taken under the log's state lock, used outside it.
+#[derive(Debug, Clone)]
+pub struct SealTarget {
+    pub store: Arc<dyn DiskFile>,
+    pub index: Arc<dyn DiskFile>,
+    pub store_path: PathBuf,
+    pub index_path: PathBuf,
+    pub base: u64,
+    pub entries: u64,
 }
 
 impl Segment {
@@ -112,7 +129,7 @@ impl Segment {
             .set_len(0)
             .map_err(|e| LogError::io(format!("truncate {}", store_path.display()), e))?;
         let index_file = open_file(disk, &index_path, true)?;
-        let index = Index::rebuild(index_file, &[], limits.index_entries_max)
+        let index = Index::rebuild(index_file, base, &[], limits.index_entries_max)
             .map_err(|e| LogError::io(format!("create {}", index_path.display()), e))?;
         Ok(Segment {
             base,
@@ -127,241 +144,6 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment, recovering it if its index cannot be trusted. `next_base` is
-    /// the following segment's base offset, `None` for the last segment: that one is active (its
-    /// index is grown to the full size and mapped for appends), and only it may have a torn tail
-    /// cut off.
-    pub fn open(
-        disk: &dyn Disk,
-        dir: &Path,
-        base: u64,
-        limits: SegmentLimits,
-        next_base: Option<u64>,
-    ) -> Result<(Segment, Recovery), LogError> {
-        let active = next_base.is_none();
-        let store_path = dir.join(file_name(base, FileKind::Store));
-        let index_path = dir.join(file_name(base, FileKind::Index));
-        let store = open_file(disk, &store_path, false)?;
-        let store_bytes = store
-            .len()
-            .map_err(|e| LogError::io(format!("stat {}", store_path.display()), e))?;
-        let index_file = open_file(disk, &index_path, true)?;
-        let index_bytes = index_file
-            .len()
-            .map_err(|e| LogError::io(format!("stat {}", index_path.display()), e))?;
-        let mut segment = Segment {
-            base,
-            next: base,
-            store_bytes,
-            store_path,
-            index_path,
-            store,
-            index: Index::map(index_file.clone(), 0, 0)
-                .map_err(|e| LogError::io("map an empty index", e))?,
-            sealed: !active,
-            damage: None,
-        };
-        let clean = segment.trusted_entries(&index_file, index_bytes, limits, active)?;
-        let recovery = match clean {
-            Some(entries) => {
-                segment.map_trusted(index_file, entries, limits, active)?;
-                Recovery::Clean
-            }
-            None => segment.rebuild(index_file, limits, next_base)?,
-        };
-        Ok((segment, recovery))
-    }
-
-    /// `Some(entries)` when the index on disk can be used as it is: a whole number of entries,
-    /// shorter than the pre-grown size if this is the last segment (so it was truncated by a
-    /// seal), the first entry at position 0 and the last entry's frame header naming the right
-    /// offset and timestamp and ending exactly at the store's end.
-    fn trusted_entries(
-        &self,
-        index_file: &Arc<dyn DiskFile>,
-        index_bytes: u64,
-        limits: SegmentLimits,
-        active: bool,
-    ) -> Result<Option<u64>, LogError> {
-        let max_bytes = limits.index_entries_max * ENTRY_BYTES;
-        if index_bytes % ENTRY_BYTES != 0 || (active && index_bytes >= max_bytes) {
-            return Ok(None);
-        }
-        let entries = index_bytes / ENTRY_BYTES;
-        if entries == 0 {
-            return Ok((self.store_bytes == 0).then_some(0));
-        }
-        let read_entry = |i: u64| -> Result<IndexEntry, LogError> {
-            let mut buf = [0u8; ENTRY_BYTES as usize];
-            read_exact_at(
-                index_file.as_ref(),
-                &mut buf,
-                i * ENTRY_BYTES,
-                &self.index_path,
-            )?;
-            Ok(IndexEntry::decode(&buf))
-        };
-        let (first, last) = (read_entry(0)?, read_entry(entries - 1)?);
-        if first.position != 0 || last.position >= self.store_bytes {
-            return Ok(None);
-        }
-        let mut header = [0u8; HEADER_BYTES];
-        let n = self
-            .store
-            .read_at(&mut header, last.position)
-            .map_err(|e| LogError::io(format!("read {}", self.store_path.display()), e))?;
-        let consistent = record::peek_header(&header[..n]).is_some_and(|h| {
-            h.offset == self.base + entries - 1
-                && h.timestamp_ms == last.timestamp_ms
-                && last.position + h.frame_bytes as u64 == self.store_bytes
-        });
-        Ok(consistent.then_some(entries))
-    }
-
-    fn map_trusted(
-        &mut self,
-        index_file: Arc<dyn DiskFile>,
-        entries: u64,
-        limits: SegmentLimits,
-        active: bool,
-    ) -> Result<(), LogError> {
-        let context = || format!("map {}", self.index_path.display());
-        self.index =
-            Index::map(index_file, entries, entries).map_err(|e| LogError::io(context(), e))?;
-        if active {
-            self.index
-                .unseal(limits.index_entries_max)
-                .map_err(|e| LogError::io(context(), e))?;
-        }
-        self.next = self.base + entries;
-        Ok(())
-    }
-
-    /// Scans the store from the start, keeps the longest prefix of valid frames with dense
-    /// offsets, cuts the rest off (active segment only) and rebuilds the index.
-    fn rebuild(
-        &mut self,
-        index_file: Arc<dyn DiskFile>,
-        limits: SegmentLimits,
-        next_base: Option<u64>,
-    ) -> Result<Recovery, LogError> {
-        let active = next_base.is_none();
-        let (entries, valid_bytes, bad) = self.scan(limits.record_bytes_max)?;
-        let truncated_bytes = self.store_bytes - valid_bytes;
-        if let (Some(next_base), true) = (next_base, truncated_bytes > 0) {
-            return self.open_damaged(index_file, entries, valid_bytes, bad, next_base);
-        }
-        if truncated_bytes > 0 {
-            let context = || format!("truncate {}", self.store_path.display());
-            self.store
-                .set_len(valid_bytes)
-                .map_err(|e| LogError::io(context(), e))?;
-            self.store
-                .sync_data()
-                .map_err(|e| LogError::io(context(), e))?;
-            self.store_bytes = valid_bytes;
-        }
-        let count = entries.len() as u64;
-        let capacity = if active {
-            limits.index_entries_max.max(count)
-        } else {
-            count
-        };
-        self.index = Index::rebuild(index_file, &entries, capacity)
-            .map_err(|e| LogError::io(format!("rebuild {}", self.index_path.display()), e))?;
-        if !active {
-            self.index
-                .seal()
-                .map_err(|e| LogError::io(format!("seal {}", self.index_path.display()), e))?;
-        }
-        self.next = self.base + count;
-        Ok(Recovery::Rebuilt { truncated_bytes })
-    }
-
-    /// A sealed segment with a bad frame at `valid_bytes`: index the valid prefix and mark the
-    /// rest, up to `next_base`, unreadable. The store is left as it is.
-    fn open_damaged(
-        &mut self,
-        index_file: Arc<dyn DiskFile>,
-        entries: Vec<IndexEntry>,
-        valid_bytes: u64,
-        bad: Option<FrameError>,
-        next_base: u64,
-    ) -> Result<Recovery, LogError> {
-        let readable_next = self.base + entries.len() as u64;
-        if next_base < readable_next {
-            return Err(self.corrupt(
-                valid_bytes,
-                format!("holds records past the next segment's base offset {next_base}"),
-            ));
-        }
-        let count = entries.len() as u64;
-        self.index = Index::rebuild(index_file, &entries, count)
-            .and_then(|mut index| index.seal().map(|()| index))
-            .map_err(|e| LogError::io(format!("rebuild {}", self.index_path.display()), e))?;
-        self.next = next_base;
-        let reason = bad.map_or_else(|| "bad frame".to_owned(), |e| e.to_string());
-        self.damage = Some(Damage {
-            offset: readable_next,
-            position: valid_bytes,
-            reason,
-        });
-        Ok(Recovery::Damaged {
-            unreadable_records: next_base - readable_next,
-        })
-    }
-
-    /// One past the last offset that can be read, and where its frame ends.
-    fn readable_end(&self) -> (u64, u64) {
-        match &self.damage {
-            Some(d) => (d.offset, d.position),
-            None => (self.next, self.store_bytes),
-        }
-    }
-
-    /// Reads the store in large chunks and returns the index entries of the valid frames, the
-    /// length of the valid prefix and, if it stopped before the end, why.
-    fn scan(
-        &self,
-        record_bytes_max: u32,
-    ) -> Result<(Vec<IndexEntry>, u64, Option<FrameError>), LogError> {
-        let mut entries = Vec::new();
-        let chunk_bytes = SCAN_CHUNK_BYTES.max(record::frame_len(record_bytes_max as usize));
-        let mut buf = vec![0u8; chunk_bytes];
-        let mut position = 0u64;
-        loop {
-            let n = self
-                .store
-                .read_at(&mut buf, position)
-                .map_err(|e| LogError::io(format!("scan {}", self.store_path.display()), e))?;
-            if n == 0 {
-                return Ok((entries, position, None));
-            }
-            let mut at = 0;
-            while at < n {
-                match record::check(&buf[at..n], record_bytes_max) {
-                    Ok(h) if h.offset == self.base + entries.len() as u64 => {
-                        entries.push(IndexEntry {
-                            position: position + at as u64,
-                            timestamp_ms: h.timestamp_ms,
-                        });
-                        at += h.frame_bytes;
-                    }
-                    Ok(h) => {
-                        let err = FrameError::WrongOffset {
-                            found: h.offset,
-                            expected: self.base + entries.len() as u64,
-                        };
-                        return Ok((entries, position + at as u64, Some(err)));
-                    }
-                    Err(FrameError::Incomplete { .. }) if n == buf.len() && at > 0 => break,
-                    Err(e) => return Ok((entries, position + at as u64, Some(e))),
-                }
-            }
-            position += at as u64;
-        }
-    }
-
     pub fn base(&self) -> u64 {
         self.base
     }
@@ -372,6 +154,10 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.next == self.base
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     pub fn store_bytes(&self) -> u64 {
@@ -390,16 +176,24 @@ impl Segment {
         &self.store
     }
 
-    /// The newest record's timestamp, if any.
-    pub fn last_timestamp_ms(&self) -> Option<i64> {
-        self.index.last().map(|e| e.timestamp_ms)
+    /// The newest record's timestamp from its checked index entry, if any.
+    pub fn last_timestamp_ms(&self) -> Result<Option<i64>, LogError> {
+        let last = self.index.last().map_err(|e| self.bad_entry(e))?;
+        Ok(last.map(|e| e.timestamp_ms))
     }
 
-    pub fn first_at_or_after(&self, timestamp_ms: i64) -> u64 {
-        self.base + self.index.first_at_or_after(timestamp_ms)
+    /// The first offset of this segment whose timestamp is >= `timestamp_ms` (or `next`),
+    /// from checked index entries.
+    pub fn first_at_or_after(&self, timestamp_ms: i64) -> Result<u64, LogError> {
+        let i = (self.index)
+            .first_at_or_after(timestamp_ms)
+            .map_err(|e| self.bad_entry(e))?;
+        Ok(self.base + i)
     }
 
-    /// How many of `records` (a prefix) fit in this segment; 0 when the first does not.
+    /// How many of `records` (a prefix) fit in this segment; 0 when the first does not. An
+    /// empty active segment takes one record of any size (a replicated record may be larger
+    /// than this node's segment: it is bounded by the format's limit only).
     pub fn fits(&self, records: &[NewRecord], limits: SegmentLimits) -> usize {
         if self.sealed {
             return 0;
@@ -412,7 +206,7 @@ impl Segment {
             .take(room_entries.min(usize::MAX as u64) as usize)
         {
             bytes += record::frame_len(r.value.len()) as u64;
-            if bytes > limits.store_bytes_max {
+            if bytes > limits.store_bytes_max && !(count == 0 && self.store_bytes == 0) {
                 break;
             }
             count += 1;
@@ -425,36 +219,43 @@ impl Segment {
     pub fn is_full(&self, limits: SegmentLimits) -> bool {
         self.sealed
             || self.index.is_full()
+            || self.index.len() >= limits.index_entries_max
             || self.store_bytes + HEADER_BYTES as u64 > limits.store_bytes_max
     }
 
-    /// Writes `frames` (already encoded, holding `timestamps.len()` frames starting at offset
-    /// `self.next`) at the end of the store in one write, after checking every frame's length
-    /// and CRC once more; then records them in the index. On error nothing in memory changes.
-    pub fn append_frames(
-        &mut self,
-        frames: &[u8],
-        timestamps: &[i64],
-        record_bytes_max: u32,
-    ) -> Result<(), LogError> {
+    /// Where the next frames go (the caller writes them, then calls `commit_frames`).
+    pub fn append_target(&self) -> AppendTarget {
         assert!(!self.sealed, "append to a sealed segment");
-        let positions = frame_positions(frames, self.next, timestamps.len(), record_bytes_max);
-        assert!(
-            positions.len() == timestamps.len(),
-            "encoded frames fail their own check"
+        AppendTarget {
+            store: self.store.clone(),
+            position: self.store_bytes,
+            next: self.next,
+        }
+    }
+
+    /// Records frames already written at `position` (the store's end): `positions` are their
+    /// starts relative to it, `timestamps` theirs, `bytes` their total length.
+    pub fn commit_frames(
+        &mut self,
+        position: u64,
+        positions: &[usize],
+        timestamps: &[i64],
+        bytes: usize,
+    ) {
+        assert!(!self.sealed, "append to a sealed segment");
+        assert_eq!(
+            position, self.store_bytes,
+            "frames written past the store's end"
         );
-        self.store
-            .write_at(frames, self.store_bytes)
-            .map_err(|e| LogError::io(format!("write {}", self.store_path.display()), e))?;
+        assert_eq!(positions.len(), timestamps.len());
         for (rel, ts) in positions.iter().zip(timestamps) {
             self.index.push(IndexEntry {
-                position: self.store_bytes + *rel as u64,
+                position: position + *rel as u64,
                 timestamp_ms: *ts,
             });
         }
-        self.store_bytes += frames.len() as u64;
+        self.store_bytes += bytes as u64;
         self.next += timestamps.len() as u64;
-        Ok(())
     }
 
     /// Reads up to `max_records` consecutive records from `offset` (which this segment holds)
@@ -465,7 +266,6 @@ impl Segment {
         offset: u64,
         max_records: usize,
         max_bytes: usize,
-        record_bytes_max: u32,
     ) -> Result<Vec<Record>, LogError> {
         let (readable_next, readable_bytes) = self.readable_end();
         if let Some(damage) = self.damage.as_ref().filter(|_| offset >= readable_next) {
@@ -483,15 +283,13 @@ impl Segment {
         let mut count = 0u64;
         let available = (readable_next - offset).min(max_records.max(1) as u64);
         while count < available {
-            let frame_end = match self.index.get(first + count + 1) {
-                Some(e) if first + count + 1 < readable_next - self.base => e.position,
+            let following = first + count + 1;
+            let frame_end = match self.index.get(following).map_err(|e| self.bad_entry(e))? {
+                Some(e) if following < readable_next - self.base => e.position,
                 _ => readable_bytes,
             };
             if frame_end <= end || frame_end > readable_bytes {
-                return Err(self.corrupt(
-                    end,
-                    format!("index entry {} is out of order", first + count + 1),
-                ));
+                return Err(self.corrupt(end, format!("index entry {following} is out of order")));
             }
             if count > 0 && frame_end - start > max_bytes as u64 {
                 break;
@@ -500,15 +298,15 @@ impl Segment {
             count += 1;
         }
         let buf = self.read_range(start, end)?;
-        self.decode_all(buf, start, offset, count as usize, record_bytes_max)
+        self.decode_all(buf, start, offset, count as usize)
     }
 
     /// Checks that the last record reads back whole (length, CRC, offset), that its frame
     /// ends exactly where the store does and that its index entry has its timestamp: after a
     /// truncation whose cut point came from the index, a damaged index entry shows up here
     /// instead of as a hole, garbage or a wrong timestamp floor later.
-    pub fn check_tail(&self, record_bytes_max: u32) -> Result<(), LogError> {
-        let Some((timestamp_ms, entry)) = self.read_tail(record_bytes_max)? else {
+    pub fn check_tail(&self) -> Result<(), LogError> {
+        let Some((timestamp_ms, entry)) = self.read_tail()? else {
             return Ok(());
         };
         if timestamp_ms != entry.timestamp_ms {
@@ -525,17 +323,14 @@ impl Segment {
     }
 
     /// The last record's timestamp as its frame (whose CRC covers it) holds it, `None` when the
-    /// segment is empty; the frame is checked as `check_tail` checks it, the index entry's
-    /// timestamp is not.
-    pub fn frame_last_timestamp_ms(&self, record_bytes_max: u32) -> Result<Option<i64>, LogError> {
-        Ok(self
-            .read_tail(record_bytes_max)?
-            .map(|(timestamp_ms, _)| timestamp_ms))
+    /// segment is empty; the frame is checked as `check_tail` checks it.
+    pub fn frame_last_timestamp_ms(&self) -> Result<Option<i64>, LogError> {
+        Ok(self.read_tail()?.map(|(timestamp_ms, _)| timestamp_ms))
     }
 
     /// The last record's timestamp from its frame and its index entry, once the frame reads
     /// back whole, holds that record and ends where the store does.
-    fn read_tail(&self, record_bytes_max: u32) -> Result<Option<(i64, IndexEntry)>, LogError> {
+    fn read_tail(&self) -> Result<Option<(i64, IndexEntry)>, LogError> {
         if let Some(damage) = self.damage.as_ref().filter(|d| d.offset < self.next) {
             return Err(self.corrupt(damage.position, damage.reason.clone()));
         }
@@ -555,7 +350,7 @@ impl Segment {
             ));
         }
         let buf = self.read_range(start, self.store_bytes)?;
-        let (record, frame_bytes) = record::decode(&buf, record_bytes_max)
+        let (record, frame_bytes) = record::decode(&buf, RECORD_BYTES_LIMIT)
             .map_err(|e| self.corrupt(start, e.to_string()))?;
         if record.offset != last || frame_bytes != buf.len() {
             return Err(self.corrupt(
@@ -596,12 +391,11 @@ impl Segment {
         start: u64,
         offset: u64,
         count: usize,
-        record_bytes_max: u32,
     ) -> Result<Vec<Record>, LogError> {
         let mut records = Vec::with_capacity(count);
         let mut position = start;
         for i in 0..count as u64 {
-            let (rec, n) = record::decode(&buf, record_bytes_max)
+            let (rec, n) = record::decode(&buf, RECORD_BYTES_LIMIT)
                 .map_err(|e| self.corrupt(position, e.to_string()))?;
             if rec.offset != offset + i {
                 let err = FrameError::WrongOffset {
@@ -618,11 +412,28 @@ impl Segment {
     }
 
     fn entry(&self, i: u64) -> Result<IndexEntry, LogError> {
-        self.index.get(i).ok_or_else(|| LogError::Corrupt {
+        match self.index.get(i) {
+            Ok(Some(entry)) => Ok(entry),
+            Ok(None) => Err(LogError::Corrupt {
+                segment: self.index_path.clone(),
+                position: i * ENTRY_BYTES,
+                reason: format!("index entry {i} is missing"),
+            }),
+            Err(e) => Err(self.bad_entry(e)),
+        }
+    }
+
+    /// A bad index entry: `Corrupt`, naming the index file and the entry's position.
+    fn bad_entry(&self, error: EntryError) -> LogError {
+        let entry = match error {
+            EntryError::BadChecksum { entry } | EntryError::Reserved { entry } => entry,
+            EntryError::SealMismatch { entries } => entries,
+        };
+        LogError::Corrupt {
             segment: self.index_path.clone(),
-            position: i * ENTRY_BYTES,
-            reason: format!("index entry {i} is missing"),
-        })
+            position: entry * ENTRY_BYTES,
+            reason: error.to_string(),
+        }
     }
 
     fn corrupt(&self, position: u64, reason: String) -> LogError {
@@ -640,18 +451,37 @@ impl Segment {
             .map_err(|e| LogError::io(format!("sync {}", self.store_path.display()), e))
     }
 
-    /// Syncs the store and seals the index (flushed, truncated to its entries, synced): the
-    /// segment becomes immutable and its files open without a scan.
-    pub fn seal(&mut self) -> Result<(), LogError> {
-        if self.sealed {
-            return Ok(());
+    /// One past the last offset that can be read, and where its frame ends.
+    fn readable_end(&self) -> (u64, u64) {
+        match &self.damage {
+            Some(d) => (d.offset, d.position),
+            None => (self.next, self.store_bytes),
         }
-        self.sync()?;
-        self.index
-            .seal()
-            .map_err(|e| LogError::io(format!("seal {}", self.index_path.display()), e))?;
+    }
+
+    /// What sealing this (active) segment needs, for the steps done outside the log's lock.
+    pub fn seal_target(&self) -> SealTarget {
+        SealTarget {
+            store: self.store.clone(),
+            index: self.index.file().clone(),
+            store_path: self.store_path.clone(),
+            index_path: self.index_path.clone(),
+            base: self.base,
+            entries: self.index.len(),
+        }
+    }
+
+    /// Sealing, step 1 (`&self`: readers go on): see `Index::prepare_seal`.
+    pub fn prepare_seal(&self) -> Result<PreparedSeal, LogError> {
+        (self.index.prepare_seal())
+            .map_err(|e| LogError::io(format!("flush {}", self.index_path.display()), e))
+    }
+
+    /// Sealing, step 2 (in memory): the segment takes no more appends; returns the index's old
+    /// map, for the caller to drop before `Index::write_seal`.
+    pub fn install_seal(&mut self, prepared: PreparedSeal) -> Option<Box<dyn MapMut>> {
         self.sealed = true;
-        Ok(())
+        self.index.install_seal(prepared)
     }
 
     /// Drops the records at `offset` and after (`offset` in `base..=next`), syncs the store and
@@ -665,12 +495,12 @@ impl Segment {
             self.sealed = false;
         }
         let keep = offset - self.base;
-        let cut_at = match self.index.get(keep) {
+        let cut_at = match self.index.get(keep).map_err(|e| self.bad_entry(e))? {
             Some(e) => e.position,
             None => self.store_bytes,
         };
         if cut_at > self.store_bytes {
-            // A damaged index entry: cutting there would grow the file instead.
+            // Cutting there would grow the file instead.
             return Err(self.corrupt(
                 cut_at,
                 format!(
@@ -693,13 +523,14 @@ impl Segment {
     }
 }
 
-/// The start of each frame in `frames`, checking each one (length, CRC, expected offset).
-/// Stops at the first frame that fails, so a short result means a bad buffer.
-fn frame_positions(frames: &[u8], first_offset: u64, count: usize, max: u32) -> Vec<usize> {
+/// The start of each frame in `frames`, checking each one (length against the format's limit,
+/// CRC, expected offset). Stops at the first frame that fails, so a short result means a bad
+/// buffer.
+pub fn frame_positions(frames: &[u8], first_offset: u64, count: usize) -> Vec<usize> {
     let mut positions = Vec::with_capacity(count);
     let mut at = 0;
     while at < frames.len() {
-        match record::check(&frames[at..], max) {
+        match record::check(&frames[at..], RECORD_BYTES_LIMIT) {
             Ok(h) if h.offset == first_offset + positions.len() as u64 => {
                 positions.push(at);
                 at += h.frame_bytes;
@@ -718,25 +549,6 @@ fn open_file(disk: &dyn Disk, path: &Path, create: bool) -> Result<Arc<dyn DiskF
         .map_err(|e| LogError::io(format!("open {}", path.display()), e))
 }
 
-fn read_exact_at(
-    file: &dyn DiskFile,
-    buf: &mut [u8],
-    position: u64,
-    path: &Path,
-) -> Result<(), LogError> {
-    let n = file
-        .read_at(buf, position)
-        .map_err(|e| LogError::io(format!("read {}", path.display()), e))?;
-    if n < buf.len() {
-        return Err(LogError::Corrupt {
-            segment: path.to_path_buf(),
-            position: position + n as u64,
-            reason: "file ends early".into(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,15 +558,19 @@ mod tests {
         assert_eq!(file_name(42, FileKind::Store), "00000000000000000042.store");
         assert_eq!(
             file_name(u64::MAX, FileKind::Index),
-            "18446744073709551615.index"
+            "18446744073709551615.index2"
         );
         assert_eq!(
             parse_file_name("00000000000000000042.store"),
             Some((42, FileKind::Store))
         );
         assert_eq!(
-            parse_file_name("18446744073709551615.index"),
+            parse_file_name("18446744073709551615.index2"),
             Some((u64::MAX, FileKind::Index))
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000007.index"),
+            Some((7, FileKind::IndexV1))
         );
     }
 
@@ -768,6 +584,8 @@ mod tests {
             "0000000000000000004a.store",
             "+0000000000000000042.index",
             "99999999999999999999.index",
+            "00000000000000000042.index3",
+            "00000000000000000042.index22",
             "00000000000000000042.log",
             "",
         ] {

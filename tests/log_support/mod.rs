@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use loghouse::io::{Disk, DiskFile, MapMut};
-use loghouse::log::{Log, LogConfig, NewRecord, Record};
+use loghouse::log::{Log, LogConfig, NewRecord, Record, INDEX_ENTRY_BYTES};
 
 const NEVER: u64 = u64::MAX;
 
@@ -212,11 +212,12 @@ impl MapMut for FaultMap {
     }
 }
 
-/// A config with tiny segments (a few records each) so tests roll often.
+/// A config with tiny segments (a few records each: the index holds 5 entries) so tests roll
+/// often.
 pub fn small_config(dir: &Path) -> LogConfig {
     LogConfig {
         segment_bytes_max: 400,
-        index_bytes_max: 16 * 5,
+        index_bytes_max: INDEX_ENTRY_BYTES * 5,
         record_bytes_max: 200,
         ..LogConfig::new(dir)
     }
