@@ -20,6 +20,7 @@ use crate::metrics::NodeMetrics;
 use crate::raft::controller::MemberView;
 use crate::raft::node::{RaftNode, RaftNodeConfig, RaftNodeError};
 use crate::raft::proposer::ProposeError;
+use crate::raft::store::off_thread;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -456,11 +457,22 @@ impl Node {
     }
 }
 
+/// Applies the standalone log's retention every `interval`. Dropping segments removes files
+/// and syncs the directory: that runs on the blocking pool (inline under madsim), never on an
+/// async worker.
 async fn retention_loop(log: Arc<Log>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
-        match log.apply_retention() {
+        let log = log.clone();
+        let applied = match off_thread(move || Ok(log.apply_retention())).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                tracing::warn!(%error, "retention did not run");
+                continue;
+            }
+        };
+        match applied {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, "retention dropped segments"),
             Err(LogError::Closed) => return,

@@ -24,6 +24,7 @@ use super::node::Node;
 use crate::log::{LogError, NewRecord, Record};
 use crate::metrics::Rpc;
 use crate::proto::{self, log_server};
+use crate::raft::store::off_thread;
 use crate::security::Action;
 
 type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + 'static>>;
@@ -76,8 +77,9 @@ impl LogService {
         })
     }
 
-    /// Reads committed records from `offset`, within the node's limits and the request's.
-    fn read_committed(
+    /// Reads committed records from `offset`, within the node's limits and the request's (on
+    /// the blocking pool: see `on_disk`).
+    async fn read_committed(
         &self,
         offset: u64,
         records_max: u32,
@@ -91,10 +93,8 @@ impl LogService {
         let (records_max, bytes_max) = self.clamp(records_max, bytes_max);
         // Never read past the committed offset (those records are not consumer-visible).
         let records_max = records_max.min((committed - offset) as usize);
-        self.node
-            .log()
-            .read_batch(offset, records_max, bytes_max)
-            .map_err(status_from_log_error)
+        let log = self.node.log().clone();
+        on_disk(move || log.read_batch(offset, records_max, bytes_max)).await
     }
 
     fn clamp(&self, records_max: u32, bytes_max: u64) -> (usize, usize) {
@@ -106,14 +106,18 @@ impl LogService {
         )
     }
 
-    /// Where a consume that may name a timestamp starts.
-    fn start_offset(&self, offset: u64, from_timestamp_ms: Option<i64>) -> Result<u64, Status> {
+    /// Where a consume that may name a timestamp starts (a time lookup reads the index and
+    /// store files: on the blocking pool).
+    async fn start_offset(
+        &self,
+        offset: u64,
+        from_timestamp_ms: Option<i64>,
+    ) -> Result<u64, Status> {
         match from_timestamp_ms {
-            Some(t) => self
-                .node
-                .log()
-                .offset_for_time(t)
-                .map_err(status_from_log_error),
+            Some(t) => {
+                let log = self.node.log().clone();
+                on_disk(move || log.offset_for_time(t)).await
+            }
             None => Ok(offset),
         }
     }
@@ -197,7 +201,7 @@ impl LogService {
             let high_watermark = *committed.borrow_and_update();
             if offset < high_watermark {
                 let started = Instant::now();
-                let records = match self.read_committed(offset, records_max, bytes_max) {
+                let records = match self.read_committed(offset, records_max, bytes_max).await {
                     Ok(records) => records,
                     Err(status) => {
                         self.failed(rpc, &status);
@@ -228,6 +232,21 @@ impl LogService {
                 changed = committed.changed() => if changed.is_err() { return },
             }
         }
+    }
+}
+
+/// Runs `read` (disk work on the log: reads, time lookups) on the blocking pool, so a slow
+/// disk or a page fault never stalls the async workers that serve every RPC; inline under
+/// madsim, which has no threads. A panic in `read` resumes in the caller.
+async fn on_disk<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, Status> {
+    match off_thread(move || Ok(read())).await {
+        Ok(result) => result.map_err(status_from_log_error),
+        // The blocking task was cancelled: the runtime is shutting down.
+        Err(error) => Err(Status::unavailable(format!(
+            "the read did not run: {error}"
+        ))),
     }
 }
 
@@ -304,11 +323,8 @@ impl log_server::Log for LogService {
                 }));
             }
             check_readable(lowest, committed, offset)?;
-            let record = self
-                .node
-                .log()
-                .read(offset)
-                .map_err(status_from_log_error)?;
+            let log = self.node.log().clone();
+            let record = on_disk(move || log.read(offset)).await?;
             self.node.metrics().consumed(1, record.value.len() as u64);
             Ok(Response::new(proto::ConsumeResponse {
                 record: Some(record_to_proto(record)),
@@ -325,8 +341,10 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let setup = || {
-            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+        let setup = async {
+            let offset = self
+                .start_offset(request.offset, request.from_timestamp_ms)
+                .await?;
             let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
             let to_messages = |records: Vec<Record>, _| {
                 records
@@ -347,7 +365,9 @@ impl log_server::Log for LogService {
             Ok(Response::new(stream))
         };
         // The stream's batches are timed as they go; a failed start counts as an error.
-        setup().inspect_err(|status| self.failed(Rpc::ConsumeStream, status))
+        setup
+            .await
+            .inspect_err(|status| self.failed(Rpc::ConsumeStream, status))
     }
 
     type ProduceStreamStream = ResponseStream<proto::ProduceResponse>;
@@ -464,9 +484,13 @@ impl log_server::Log for LogService {
             next_offset = Empty
         );
         let call = async {
-            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+            let offset = self
+                .start_offset(request.offset, request.from_timestamp_ms)
+                .await?;
             let high_watermark = self.node.committed_offset();
-            let records = self.read_committed(offset, request.max_records, request.max_bytes)?;
+            let records = self
+                .read_committed(offset, request.max_records, request.max_bytes)
+                .await?;
             self.node
                 .metrics()
                 .consumed(records.len() as u64, value_bytes(&records));
@@ -487,8 +511,10 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeBatchStreamStream>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let setup = || {
-            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+        let setup = async {
+            let offset = self
+                .start_offset(request.offset, request.from_timestamp_ms)
+                .await?;
             let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
             let stream = self.follow(
                 Rpc::ConsumeBatchStream,
@@ -502,7 +528,9 @@ impl log_server::Log for LogService {
             )?;
             Ok(Response::new(stream))
         };
-        setup().inspect_err(|status| self.failed(Rpc::ConsumeBatchStream, status))
+        setup
+            .await
+            .inspect_err(|status| self.failed(Rpc::ConsumeBatchStream, status))
     }
 
     async fn offset_for_time(
@@ -513,7 +541,7 @@ impl log_server::Log for LogService {
         let timestamp_ms = request.into_inner().timestamp_ms;
         let span = tracing::info_span!("offset_for_time", timestamp_ms, offset = Empty);
         let call = async {
-            let offset = self.start_offset(0, Some(timestamp_ms))?;
+            let offset = self.start_offset(0, Some(timestamp_ms)).await?;
             let offset = offset.min(self.node.committed_offset());
             tracing::Span::current().record("offset", offset);
             Ok(Response::new(proto::OffsetForTimeResponse { offset }))
