@@ -85,16 +85,49 @@ impl LogService {
         records_max: u32,
         bytes_max: u64,
     ) -> Result<Vec<Record>, Status> {
+        let mut batches = self
+            .read_committed_batches(offset, 1, records_max, bytes_max)
+            .await?;
+        Ok(batches.pop().unwrap_or_default())
+    }
+
+    /// Up to `batches_max` consecutive batches of committed records from `offset`, each within
+    /// the node's limits and the request's, read in one trip to the blocking pool: a following
+    /// stream that is behind reads as many batches as its buffer has room for, so it pays the
+    /// hop once per several batches. A read that fails after the first batch ends the list
+    /// early (the stream meets that error on its next read).
+    async fn read_committed_batches(
+        &self,
+        offset: u64,
+        batches_max: usize,
+        records_max: u32,
+        bytes_max: u64,
+    ) -> Result<Vec<Vec<Record>>, Status> {
         let committed = self.node.committed_offset();
         check_readable(self.node.log().lowest_offset(), committed, offset)?;
         if offset == committed {
             return Ok(Vec::new());
         }
         let (records_max, bytes_max) = self.clamp(records_max, bytes_max);
-        // Never read past the committed offset (those records are not consumer-visible).
-        let records_max = records_max.min((committed - offset) as usize);
         let log = self.node.log().clone();
-        on_disk(move || log.read_batch(offset, records_max, bytes_max)).await
+        on_disk(move || {
+            let mut batches = Vec::with_capacity(batches_max);
+            let mut offset = offset;
+            while offset < committed && batches.len() < batches_max.max(1) {
+                // Never read past the committed offset (not consumer-visible yet).
+                let records_max = records_max.min((committed - offset) as usize);
+                match log.read_batch(offset, records_max, bytes_max) {
+                    Ok(batch) => {
+                        offset = batch.last().map_or(committed, |r| r.offset + 1);
+                        batches.push(batch);
+                    }
+                    Err(error) if batches.is_empty() => return Err(error),
+                    Err(_) => break,
+                }
+            }
+            Ok(batches)
+        })
+        .await
     }
 
     fn clamp(&self, records_max: u32, bytes_max: u64) -> (usize, usize) {
@@ -200,29 +233,52 @@ impl LogService {
             }
             let high_watermark = *committed.borrow_and_update();
             if offset < high_watermark {
+                // A batch stream sends one message per batch: it waits for room for a few in
+                // its buffer, then reads that many in one trip to the blocking pool (the hop is
+                // paid once per several batches; the stream holds no more than its buffer).
+                let mut slots = None;
+                let batches_max = match rpc {
+                    Rpc::ConsumeBatchStream => {
+                        let room = FOLLOW_READS_PER_HOP_MAX.min(tx.max_capacity());
+                        let Ok(reserved) = tx.reserve_many(room).await else {
+                            return; // the client went away
+                        };
+                        slots = Some(reserved);
+                        room
+                    }
+                    _ => 1,
+                };
                 let started = Instant::now();
-                let records = match self.read_committed(offset, records_max, bytes_max).await {
-                    Ok(records) => records,
+                let read = self
+                    .read_committed_batches(offset, batches_max, records_max, bytes_max)
+                    .await;
+                let batches = match read {
+                    Ok(batches) => batches,
                     Err(status) => {
                         self.failed(rpc, &status);
+                        drop(slots);
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
-                let Some(last) = records.last() else { continue };
-                let first_offset = offset;
-                offset = last.offset + 1;
-                let (count, bytes) = (records.len() as u64, value_bytes(&records));
-                let messages = to_messages(records, high_watermark);
-                let metrics = self.node.metrics();
-                metrics.rpc_seconds(rpc).observe(started.elapsed());
-                for message in messages {
-                    if tx.send(Ok(message)).await.is_err() {
-                        return; // the client went away
+                for records in batches {
+                    let Some(last) = records.last() else { continue };
+                    let first_offset = offset;
+                    offset = last.offset + 1;
+                    let (count, bytes) = (records.len() as u64, value_bytes(&records));
+                    let messages = to_messages(records, high_watermark);
+                    let metrics = self.node.metrics();
+                    metrics.rpc_seconds(rpc).observe(started.elapsed());
+                    for message in messages {
+                        match slots.as_mut().and_then(Iterator::next) {
+                            Some(slot) => slot.send(Ok(message)),
+                            None if tx.send(Ok(message)).await.is_ok() => {}
+                            None => return, // the client went away
+                        }
                     }
+                    metrics.consumed(count, bytes);
+                    tracing::debug!(first_offset, records = count, "sent");
                 }
-                metrics.consumed(count, bytes);
-                tracing::debug!(first_offset, records = count, "sent");
                 continue;
             }
             tokio::select! {
@@ -234,6 +290,9 @@ impl LogService {
         }
     }
 }
+
+/// Batches a following ConsumeBatchStream reads in one trip to the blocking pool, at most.
+const FOLLOW_READS_PER_HOP_MAX: usize = 8;
 
 /// Runs `read` (disk work on the log: reads, time lookups) on the blocking pool, so a slow
 /// disk or a page fault never stalls the async workers that serve every RPC; inline under
