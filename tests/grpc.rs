@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-use loghouse::client::Client;
+use loghouse::client::{Client, ClientError};
 use loghouse::config::NodeConfig;
 use loghouse::io::{Disk, DiskFile, MapMut, StdDisk, SystemClock};
+use loghouse::metrics::Rpc;
 use loghouse::proto;
 use loghouse::server::{Node, ServerError};
 
@@ -28,6 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct TestNode {
     addr: String,
+    /// The served node (for its counters).
+    node: Node,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -51,11 +54,12 @@ impl TestNode {
         let addr = listener.local_addr().unwrap().to_string();
         let node = Node::open(config, disk, Arc::new(SystemClock), addr.clone()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(loghouse::server::serve(node, listener, async {
+        let task = tokio::spawn(loghouse::server::serve(node.clone(), listener, async {
             let _ = stopped.await;
         }));
         TestNode {
             addr,
+            node,
             stop: Some(stop),
             task,
         }
@@ -645,17 +649,26 @@ async fn health_and_reflection_services_answer() {
     node.stop().await.unwrap();
 }
 
-/// A disk whose syncs start failing when told to.
-#[derive(Debug)]
+/// A disk whose syncs fail, or wait, when told to.
+#[derive(Debug, Default)]
 struct FlakyDisk {
     inner: StdDisk,
-    fail_syncs: Arc<AtomicBool>,
+    faults: Arc<SyncFaults>,
+}
+
+/// What a `FlakyDisk`'s file syncs do: fail while `fail` is set; wait while `hold` is set
+/// (counting in `held` the syncs that started waiting).
+#[derive(Debug, Default)]
+struct SyncFaults {
+    fail: AtomicBool,
+    hold: AtomicBool,
+    held: AtomicU64,
 }
 
 #[derive(Debug)]
 struct FlakyFile {
     inner: Arc<dyn DiskFile>,
-    fail_syncs: Arc<AtomicBool>,
+    faults: Arc<SyncFaults>,
 }
 
 impl Disk for FlakyDisk {
@@ -666,7 +679,7 @@ impl Disk for FlakyDisk {
         let inner = self.inner.open(path, create)?;
         Ok(Arc::new(FlakyFile {
             inner,
-            fail_syncs: self.fail_syncs.clone(),
+            faults: self.faults.clone(),
         }))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -700,7 +713,14 @@ impl DiskFile for FlakyFile {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self.fail_syncs.load(Ordering::SeqCst) {
+        if self.faults.hold.load(Ordering::SeqCst) {
+            // The log syncs on the blocking pool: waiting here stalls only the writer.
+            self.faults.held.fetch_add(1, Ordering::SeqCst);
+            while self.faults.hold.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if self.faults.fail.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.inner.sync_data()
@@ -710,50 +730,85 @@ impl DiskFile for FlakyFile {
     }
 }
 
+fn record(value: impl Into<Bytes>) -> proto::Record {
+    proto::Record {
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
-async fn after_a_failed_fsync_the_node_refuses_writes_with_unavailable() {
+async fn after_a_failed_fsync_writes_get_failed_precondition_naming_the_cause_and_no_retries() {
     let dir = tempfile::tempdir().unwrap();
-    let fail_syncs = Arc::new(AtomicBool::new(false));
-    let disk = Arc::new(FlakyDisk {
-        inner: StdDisk,
-        fail_syncs: fail_syncs.clone(),
-    });
+    let disk = Arc::new(FlakyDisk::default());
+    let faults = disk.faults.clone();
     let node = TestNode::start_on(dir.path(), disk, |_| {}).await;
     let client = node.client().await;
     client.produce("durable").await.unwrap();
-    fail_syncs.store(true, Ordering::SeqCst);
-    let (c, _) = code(
-        client
-            .raw()
-            .produce(proto::ProduceRequest {
-                record: Some(proto::Record::default()),
-            })
-            .await,
+    assert_eq!(client.info().await.unwrap().writes_stopped, "");
+
+    faults.fail.store(true, Ordering::SeqCst);
+    let produce_errors = || node.node.metrics().rpc_errors(Rpc::Produce).get();
+    let errors_before = produce_errors();
+    let error = client.produce("lost").await.unwrap_err();
+    let ClientError::Status(status) = &error else {
+        panic!("expected a status, got {error}");
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("injected fsync failure")
+            && status.message().contains("restart the node"),
+        "the message names the cause and the remedy: {}",
+        status.message()
     );
-    assert_eq!(c, Code::Unavailable);
-    fail_syncs.store(false, Ordering::SeqCst);
-    let (c, message) = code(
-        client
-            .raw()
-            .produce(proto::ProduceRequest {
-                record: Some(proto::Record::default()),
-            })
-            .await,
-    );
+    let cause = error
+        .writes_stopped()
+        .expect("loghouse-writes-stopped metadata");
+    assert!(cause.contains("injected fsync failure"), "{cause}");
     assert_eq!(
-        c,
-        Code::Unavailable,
-        "still refused: the log does not guess after a failed fsync"
+        produce_errors() - errors_before,
+        1,
+        "the client gave up after one call instead of retrying for its budget"
     );
-    assert!(message.contains("reopen"), "{message}");
+
+    // Still refused once the disk is fine again: nothing unsynced is trusted until a restart.
+    faults.fail.store(false, Ordering::SeqCst);
+    let mut raw = client.raw();
+    let status = raw
+        .produce_batch(proto::ProduceBatchRequest {
+            records: vec![record("again")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let metadata = status.metadata().get(proto::WRITES_STOPPED_KEY).unwrap();
+    assert!(metadata
+        .to_str()
+        .unwrap()
+        .contains("injected fsync failure"));
+    let mut answers = raw
+        .produce_stream(futures::stream::iter([proto::ProduceRequest {
+            record: Some(record("streamed")),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = answers.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    let info = client.info().await.unwrap();
+    assert!(
+        info.writes_stopped.contains("injected fsync failure"),
+        "GetLogInfo names the cause: {:?}",
+        info.writes_stopped
+    );
     assert_eq!(
         client.consume(0).await.unwrap().value,
         Bytes::from("durable"),
         "reads still work"
     );
     assert_eq!(
-        client.info().await.unwrap().next_offset,
-        1,
+        info.next_offset, 1,
         "the failed record was never acknowledged or shown"
     );
     let _ = node.stop().await;

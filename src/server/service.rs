@@ -628,6 +628,7 @@ impl log_server::Log for LogService {
                 produce_bytes: metrics.produce_bytes.get(),
                 consume_records: metrics.consume_records.get(),
                 consume_bytes: metrics.consume_bytes.get(),
+                writes_stopped: self.node.log().poisoned().unwrap_or_default(),
             }))
         };
         self.timed(Rpc::GetLogInfo, call).await
