@@ -730,6 +730,35 @@ impl DiskFile for FlakyFile {
     }
 }
 
+impl SyncFaults {
+    /// Makes syncs wait until the returned guard is dropped (also when a test fails, so the
+    /// runtime is not left waiting for a blocked sync forever).
+    fn hold_syncs(self: &Arc<Self>) -> HeldSyncs {
+        self.hold.store(true, Ordering::SeqCst);
+        HeldSyncs(self.clone())
+    }
+}
+
+struct HeldSyncs(Arc<SyncFaults>);
+
+impl Drop for HeldSyncs {
+    fn drop(&mut self) {
+        self.0.hold.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Waits (a generous deadline, no timing assertion) until `condition` holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn record(value: impl Into<Bytes>) -> proto::Record {
     proto::Record {
         value: value.into(),
@@ -812,6 +841,322 @@ async fn after_a_failed_fsync_writes_get_failed_precondition_naming_the_cause_an
         "the failed record was never acknowledged or shown"
     );
     let _ = node.stop().await;
+}
+
+/// The node-wide byte bound: while the node holds a whole bound's worth of unacknowledged
+/// requests, a unary produce waits, then gets RESOURCE_EXHAUSTED naming the limit, and a
+/// ProduceStream is not read; once acknowledged, everything goes through in order.
+#[tokio::test]
+async fn requests_over_the_node_wide_byte_bound_wait_then_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(FlakyDisk::default());
+    let faults = disk.faults.clone();
+    let node = TestNode::start_on(dir.path(), disk, |c| {
+        c.record_bytes_max = 1024;
+        c.limits.requests_in_flight_bytes_max = 4096;
+        c.limits.admission_wait_ms = 200;
+    })
+    .await;
+    let client = node.client().await;
+    client.produce("first").await.unwrap();
+
+    // A batch of 4000 bytes is written; its fsync waits: the node holds 4000 of 4096 bytes.
+    let holding = faults.hold_syncs();
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .produce_batch(vec![Bytes::from(vec![b'h'; 1000]); 4])
+                .await
+        })
+    };
+    eventually("the batch's fsync started", || {
+        faults.held.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let mut raw = client.raw();
+    let over = raw.produce(proto::ProduceRequest {
+        record: Some(record(vec![b'u'; 1000])),
+    });
+    let status = tokio::time::timeout(WAIT, over)
+        .await
+        .expect("answered while the node is full, not held until there is room")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("limits.requests_in_flight_bytes_max = 4096"),
+        "{}",
+        status.message()
+    );
+    // A stream waits for room (it is not refused): its records go through once there is.
+    let stream_values: Vec<Bytes> = (0..10u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 1000]))
+        .collect();
+    let requests = stream_values
+        .clone()
+        .into_iter()
+        .map(|value| proto::ProduceRequest {
+            record: Some(record(value)),
+        });
+    let mut answers = client
+        .raw()
+        .produce_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    drop(holding);
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    let mut offsets = Vec::new();
+    while let Some(answer) = tokio::time::timeout(WAIT, answers.next()).await.unwrap() {
+        offsets.push(answer.unwrap().offset);
+    }
+    assert_eq!(offsets, (5..15).collect::<Vec<_>>());
+    for (offset, value) in offsets.iter().zip(&stream_values) {
+        assert_eq!(&client.consume(*offset).await.unwrap().value, value);
+    }
+    assert_eq!(client.produce(vec![b'u'; 1000]).await.unwrap(), 15);
+    node.stop().await.unwrap();
+}
+
+/// With a bound of a few records, concurrent streams and unary producers all get every record
+/// acknowledged, each in its own order; a batch larger than the whole bound is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_producers_under_a_tiny_byte_bound_get_every_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| {
+        c.record_bytes_max = 1024;
+        c.limits.requests_in_flight_bytes_max = 4096;
+        c.limits.admission_wait_ms = 60_000;
+    })
+    .await;
+    let client = node.client().await;
+    let status = client
+        .raw()
+        .produce_batch(proto::ProduceBatchRequest {
+            records: (0..5).map(|_| record(vec![b'x'; 1000])).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("more than this node holds for all requests together")
+            && status
+                .message()
+                .contains("limits.requests_in_flight_bytes_max = 4096"),
+        "{}",
+        status.message()
+    );
+
+    let value = |producer: usize, i: usize| {
+        let mut value = format!("{producer}-{i}-").into_bytes();
+        value.resize(300 + (i * 37) % 700, b'.');
+        Bytes::from(value)
+    };
+    let mut tasks = Vec::new();
+    for producer in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let values: Vec<Bytes> = (0..150).map(|i| value(producer, i)).collect();
+            let requests = values
+                .clone()
+                .into_iter()
+                .map(|value| proto::ProduceRequest {
+                    record: Some(record(value)),
+                });
+            let mut answers = client
+                .raw()
+                .produce_stream(futures::stream::iter(requests))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut offsets = Vec::new();
+            while let Some(answer) = tokio::time::timeout(WAIT, answers.next()).await.unwrap() {
+                offsets.push(answer.unwrap().offset);
+            }
+            values.into_iter().zip(offsets).collect::<Vec<_>>()
+        }));
+    }
+    for producer in 4..6 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..20 {
+                let batch: Vec<Bytes> = (0..3).map(|i| value(producer, round * 3 + i)).collect();
+                let first = client.produce_batch(batch.clone()).await.unwrap();
+                acknowledged.extend((first..).zip(batch).map(|(o, v)| (v, o)));
+            }
+            acknowledged
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let acknowledged = task.await.unwrap();
+        let offsets: Vec<u64> = acknowledged.iter().map(|(_, o)| *o).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "each producer's records are acknowledged in its order"
+        );
+        all.extend(acknowledged);
+    }
+    assert_eq!(all.len(), 4 * 150 + 2 * 60, "every record was acknowledged");
+    all.sort_by_key(|(_, offset)| *offset);
+    assert_eq!(
+        all.iter().map(|(_, o)| *o).collect::<Vec<_>>(),
+        (0..all.len() as u64).collect::<Vec<_>>()
+    );
+    for (value, offset) in all.iter().step_by(7) {
+        assert_eq!(&client.consume(*offset).await.unwrap().value, value);
+    }
+    node.stop().await.unwrap();
+}
+
+/// The node-wide call cap: while a call holds the only slot, another waits
+/// `admission_wait_ms`, then gets RESOURCE_EXHAUSTED naming the limit.
+#[tokio::test]
+async fn calls_over_the_node_wide_cap_are_refused_after_a_bounded_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(FlakyDisk::default());
+    let faults = disk.faults.clone();
+    let node = TestNode::start_on(dir.path(), disk, |c| {
+        c.limits.calls_in_flight_max = 1;
+        c.limits.admission_wait_ms = 100;
+    })
+    .await;
+    let client = node.client().await;
+    let holding = faults.hold_syncs();
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move { client.produce("held").await })
+    };
+    eventually("the produce's fsync started", || {
+        faults.held.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let status = tokio::time::timeout(WAIT, client.info())
+        .await
+        .expect("answered while the only slot is taken")
+        .unwrap_err();
+    let ClientError::Status(status) = status else {
+        panic!("expected a status");
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("limits.calls_in_flight_max = 1"),
+        "{}",
+        status.message()
+    );
+    drop(holding);
+    assert_eq!(held.await.unwrap().unwrap(), 0);
+    assert_eq!(client.info().await.unwrap().next_offset, 1);
+    // Streams hold a slot only while they are set up: one open stream leaves room for calls.
+    let _stream = client
+        .follow(loghouse::client::Start::Offset(0))
+        .await
+        .unwrap();
+    assert_eq!(client.produce("after").await.unwrap(), 1);
+    node.stop().await.unwrap();
+}
+
+/// A TCP proxy that forwards both ways until `pause` is set, then stops reading and writing
+/// while keeping both connections open: a client that vanished without closing anything.
+async fn pausable_proxy(to: String, pause: Arc<AtomicBool>) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut pumps = Vec::new();
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = tokio::net::TcpStream::connect(&to).await.unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            pumps.push(tokio::spawn(pump(client_read, server_write, pause.clone())));
+            pumps.push(tokio::spawn(pump(server_read, client_write, pause.clone())));
+        }
+    });
+    (addr, task)
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    pause: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = wait_until(&pause) => break,
+            n = from.read(&mut buf) => n.unwrap_or(0),
+        };
+        if n == 0 || pause.load(Ordering::SeqCst) || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    // Paused (or closed): hold both halves open and silent.
+    std::future::pending::<()>().await;
+    drop((from, to));
+}
+
+async fn wait_until(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_client_has_its_stream_reaped_after_the_keepalive_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| {
+        c.limits.streams_max = 1;
+        c.limits.http2_keepalive_interval_ms = 200;
+        c.limits.http2_keepalive_timeout_ms = 1_000;
+    })
+    .await;
+    let direct = node.client().await;
+    direct.produce("first").await.unwrap();
+    let pause = Arc::new(AtomicBool::new(false));
+    let (proxy_addr, proxy) = pausable_proxy(node.addr.clone(), pause.clone()).await;
+    let proxied = Client::connect(&proxy_addr).await.unwrap();
+    let mut stream = proxied
+        .follow(loghouse::client::Start::Offset(0))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap()[0].value, Bytes::from("first"));
+    let refused = direct
+        .follow(loghouse::client::Start::Offset(0))
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(refused.to_string().contains("streams_max"), "{refused}");
+
+    // The proxied client goes silent, its connection still open.
+    pause.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut reopened = loop {
+        match direct.follow(loghouse::client::Start::Offset(0)).await {
+            Ok(stream) => break stream,
+            Err(error) => {
+                assert!(error.to_string().contains("streams_max"), "{error}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the silent client's stream was never reaped"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let first = tokio::time::timeout(WAIT, reopened.next()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap()[0].value, Bytes::from("first"));
+    drop(reopened);
+    proxy.abort();
+    drop((stream, proxied));
+    node.stop().await.unwrap();
 }
 
 #[tokio::test]

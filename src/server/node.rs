@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
+use super::admission::Admission;
 use super::auth::Guard;
 use super::convert::{status_from_log_error, status_from_propose_error};
 use crate::config::{ConfigError, NodeConfig};
@@ -124,6 +125,8 @@ struct NodeInner {
     /// Who may do what (every RPC asks it first).
     guard: Arc<Guard>,
     metrics: Arc<NodeMetrics>,
+    /// The node-wide bounds on calls and on request bytes held.
+    admission: Arc<Admission>,
 }
 
 impl Node {
@@ -204,6 +207,7 @@ impl Node {
         metrics: Arc<NodeMetrics>,
     ) -> Node {
         let streams = Arc::new(Semaphore::new(config.limits.streams_max));
+        let admission = Arc::new(Admission::new(&config.limits));
         let (stopping, _) = watch::channel(false);
         Node {
             inner: Arc::new(NodeInner {
@@ -216,6 +220,7 @@ impl Node {
                 rpc_addr,
                 guard,
                 metrics,
+                admission,
             }),
         }
     }
@@ -240,6 +245,11 @@ impl Node {
             Writer::Standalone(_) => None,
             Writer::Replicated { raft, .. } => Some(raft),
         }
+    }
+
+    /// The node-wide bounds on calls and on the request bytes the node holds.
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.inner.admission
     }
 
     /// The node's request and storage counters.

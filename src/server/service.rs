@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use super::admission::{Admission, Admitted};
 use super::auth::DESCRIBE;
 use super::convert::{record_to_proto, status_from_log_error};
 use super::node::Node;
@@ -352,6 +353,8 @@ impl log_server::Log for LogService {
             let record = self.new_record(request.into_inner().record)?;
             let bytes = record.value.len() as u64;
             tracing::Span::current().record("bytes", bytes);
+            // Held until the record is acknowledged.
+            let _room = self.node.admission().request_bytes(bytes).await?;
             let range = self.node.append(vec![record]).await?;
             tracing::Span::current().record("offset", range.start);
             self.node.metrics().produced(1, bytes);
@@ -443,6 +446,7 @@ impl log_server::Log for LogService {
         let in_flight = StreamWindow::new(
             limits.stream_appends_in_flight_max,
             limits.stream_appends_in_flight_bytes_max,
+            self.node.admission().clone(),
         );
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
         let span = tracing::info_span!("produce_stream");
@@ -518,6 +522,8 @@ impl log_server::Log for LogService {
                 .collect::<Result<Vec<_>, _>>()?;
             let bytes: u64 = records.iter().map(|r| r.value.len() as u64).sum();
             tracing::Span::current().record("bytes", bytes);
+            // Held until the batch is acknowledged.
+            let _room = self.node.admission().request_bytes(bytes).await?;
             let range = self.node.append(records).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
@@ -664,43 +670,58 @@ struct StreamAppend {
 }
 
 /// A ProduceStream's window: the records and value bytes read but not yet acknowledged. The
-/// server stops reading the stream while it is full, so the client's HTTP/2 flow control holds
+/// server stops reading the stream while it is full, or while the node holds
+/// `limits.requests_in_flight_bytes_max` of requests, so the client's HTTP/2 flow control holds
 /// the rest of its messages.
 struct StreamWindow {
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     bytes_max: u64,
+    /// The node-wide bound the window's bytes also count against.
+    admission: Arc<Admission>,
 }
 
-/// A place in a `StreamWindow`, released when the log has acknowledged the append.
+/// A place in a `StreamWindow` (and its bytes under the node-wide bound), released when the
+/// log has acknowledged the append.
 struct WindowPermit {
     _records: OwnedSemaphorePermit,
     _bytes: OwnedSemaphorePermit,
+    _node_bytes: Admitted,
 }
 
 impl StreamWindow {
-    fn new(records_max: usize, bytes_max: u64) -> Self {
+    fn new(records_max: usize, bytes_max: u64, admission: Arc<Admission>) -> Self {
         assert!(records_max > 0 && bytes_max > 0 && bytes_max <= u64::from(u32::MAX));
         StreamWindow {
             records: Arc::new(Semaphore::new(records_max)),
             bytes: Arc::new(Semaphore::new(bytes_max as usize)),
             bytes_max,
+            admission,
         }
     }
 
-    /// Waits for room for `records` holding `bytes`. A batch larger than the whole window
-    /// waits for the window to empty, then takes all of it. `None` once the window is closed.
+    /// Waits for room for `records` holding `bytes`, in the stream's window, then under the
+    /// node-wide bound. A batch larger than the whole window (or bound) waits for it to empty,
+    /// then takes all of it. `None` once the window is closed.
     async fn acquire(&self, records: usize, bytes: u64) -> Option<WindowPermit> {
         let records = u32::try_from(records).ok()?;
-        let bytes = bytes.min(self.bytes_max) as u32;
+        let window_bytes = bytes.min(self.bytes_max) as u32;
+        let records = self
+            .records
+            .clone()
+            .acquire_many_owned(records)
+            .await
+            .ok()?;
+        let window_bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(window_bytes)
+            .await
+            .ok()?;
         Some(WindowPermit {
-            _records: self
-                .records
-                .clone()
-                .acquire_many_owned(records)
-                .await
-                .ok()?,
-            _bytes: self.bytes.clone().acquire_many_owned(bytes).await.ok()?,
+            _records: records,
+            _bytes: window_bytes,
+            _node_bytes: self.admission.stream_bytes(bytes).await,
         })
     }
 }
