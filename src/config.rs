@@ -292,6 +292,36 @@ pub struct Limits {
     /// Bytes of responses buffered per consuming stream (bounds memory with large batches):
     /// a stream buffers at most this much, and at least one message.
     pub stream_buffer_bytes_max: u64,
+    /// Value bytes of produce requests the node holds at once, all of them together: every
+    /// ProduceStream's window, and each ProduceBatch and Produce call from the moment it is
+    /// decoded until it is acknowledged. Over it, a ProduceStream stops being read (as when its
+    /// own window is full; a batch larger than the whole bound waits for it to empty, then takes
+    /// all of it), and a unary produce waits up to `admission_wait_ms` for room, then gets
+    /// RESOURCE_EXHAUSTED (at once if it is larger than the whole bound). Accepted:
+    /// `record_bytes_max..=1 TiB` (any one record fits); default 512 MiB.
+    pub requests_in_flight_bytes_max: u64,
+    /// log.v1 calls the node handles at once: a unary call from its arrival until its answer
+    /// has been sent, a stream while it is being set up (open streams are bounded by
+    /// `streams_max`). A call over the cap waits up to `admission_wait_ms` for a slot, with at
+    /// most this many others, then gets RESOURCE_EXHAUSTED. Requests are decoded only once they
+    /// have a slot, so this times `message_bytes_max` bounds the memory of requests being
+    /// decoded. Accepted: 1..=65536; default 1024.
+    pub calls_in_flight_max: usize,
+    /// How long a call may wait for a slot (`calls_in_flight_max`), and a unary produce for
+    /// room (`requests_in_flight_bytes_max`), before RESOURCE_EXHAUSTED. Accepted: 0..=60000
+    /// (0: refuse at once); default 1000.
+    pub admission_wait_ms: u64,
+    /// How often the server sends an HTTP/2 PING on each connection (clients answer them
+    /// without the application's help). Accepted: 100..=7200000; default 30000.
+    pub http2_keepalive_interval_ms: u64,
+    /// A connection whose PING is not answered within this long is closed, ending its calls
+    /// and streams (and freeing their slots): a client that vanished without closing its
+    /// connection, or a paused one, is reaped after about interval + timeout. Accepted:
+    /// 100..=600000; default 10000.
+    pub http2_keepalive_timeout_ms: u64,
+    /// TCP keepalive on accepted connections: idle time before the first probe. Accepted:
+    /// 1000..=7200000; default 60000.
+    pub tcp_keepalive_ms: u64,
 }
 
 impl Default for Limits {
@@ -307,6 +337,12 @@ impl Default for Limits {
             stream_appends_in_flight_bytes_max: 16 * 1024 * 1024,
             stream_buffer_messages_max: 64,
             stream_buffer_bytes_max: 8 * 1024 * 1024,
+            requests_in_flight_bytes_max: 512 * 1024 * 1024,
+            calls_in_flight_max: 1024,
+            admission_wait_ms: 1_000,
+            http2_keepalive_interval_ms: 30_000,
+            http2_keepalive_timeout_ms: 10_000,
+            tcp_keepalive_ms: 60_000,
         }
     }
 }
@@ -670,6 +706,47 @@ impl Limits {
                 return invalid(format!("limits.{name} = {value} must be in 1..={max}"));
             }
         }
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            (
+                "requests_in_flight_bytes_max",
+                self.requests_in_flight_bytes_max,
+                u64::from(record_bytes_max).max(1),
+                1 << 40,
+            ),
+            (
+                "calls_in_flight_max",
+                self.calls_in_flight_max as u64,
+                1,
+                65_536,
+            ),
+            ("admission_wait_ms", self.admission_wait_ms, 0, 60_000),
+            (
+                "http2_keepalive_interval_ms",
+                self.http2_keepalive_interval_ms,
+                100,
+                7_200_000,
+            ),
+            (
+                "http2_keepalive_timeout_ms",
+                self.http2_keepalive_timeout_ms,
+                100,
+                600_000,
+            ),
+            ("tcp_keepalive_ms", self.tcp_keepalive_ms, 1_000, 7_200_000),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                let why = match name {
+                    "requests_in_flight_bytes_max" => {
+                        " (at least record_bytes_max: any one record must fit)"
+                    }
+                    _ => "",
+                };
+                return invalid(format!(
+                    "limits.{name} = {value} must be in {min}..={max}{why}"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -815,5 +892,98 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("cluster.min_replicas_wait_ms"), "{error}");
+    }
+
+    /// Each node-wide bound and keepalive setting is refused outside its range, with the
+    /// setting and the range named; the edges of each range are accepted.
+    #[test]
+    fn node_wide_bounds_and_keepalive_are_checked_with_their_ranges_named() {
+        let defaults = Limits::default();
+        assert_eq!(defaults.requests_in_flight_bytes_max, 512 << 20);
+        type Set = fn(&mut Limits, u64);
+        let cases: [(&str, Set, u64, u64); 6] = [
+            (
+                "requests_in_flight_bytes_max",
+                |l, v| l.requests_in_flight_bytes_max = v,
+                1024,
+                1 << 40,
+            ),
+            (
+                "calls_in_flight_max",
+                |l, v| l.calls_in_flight_max = v as usize,
+                1,
+                65_536,
+            ),
+            (
+                "admission_wait_ms",
+                |l, v| l.admission_wait_ms = v,
+                0,
+                60_000,
+            ),
+            (
+                "http2_keepalive_interval_ms",
+                |l, v| l.http2_keepalive_interval_ms = v,
+                100,
+                7_200_000,
+            ),
+            (
+                "http2_keepalive_timeout_ms",
+                |l, v| l.http2_keepalive_timeout_ms = v,
+                100,
+                600_000,
+            ),
+            (
+                "tcp_keepalive_ms",
+                |l, v| l.tcp_keepalive_ms = v,
+                1_000,
+                7_200_000,
+            ),
+        ];
+        for (name, set, min, max) in cases {
+            let with = |value: u64| {
+                let mut config = NodeConfig {
+                    record_bytes_max: 1024,
+                    ..NodeConfig::default()
+                };
+                set(&mut config.limits, value);
+                config.validate()
+            };
+            with(min).unwrap_or_else(|e| panic!("{name} = {min} is accepted: {e}"));
+            with(max).unwrap_or_else(|e| panic!("{name} = {max} is accepted: {e}"));
+            let mut refused = vec![max + 1];
+            if min > 0 {
+                refused.push(min - 1);
+            }
+            for value in refused {
+                let err = with(value).expect_err(name).to_string();
+                assert!(
+                    err.contains(&format!("limits.{name} = {value} must be in {min}..={max}")),
+                    "{err}"
+                );
+            }
+        }
+        // The byte bound's floor follows record_bytes_max: one record must always fit.
+        let mut config = NodeConfig::default();
+        config.limits.requests_in_flight_bytes_max = u64::from(config.record_bytes_max) - 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("at least record_bytes_max"), "{err}");
+        let config: NodeConfig = toml::from_str(
+            "[limits]\nrequests_in_flight_bytes_max = 2097152\ncalls_in_flight_max = 8\n\
+             admission_wait_ms = 0\nhttp2_keepalive_interval_ms = 500\n\
+             http2_keepalive_timeout_ms = 250\ntcp_keepalive_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                config.limits.requests_in_flight_bytes_max,
+                config.limits.calls_in_flight_max,
+                config.limits.admission_wait_ms,
+                config.limits.http2_keepalive_interval_ms,
+                config.limits.http2_keepalive_timeout_ms,
+                config.limits.tcp_keepalive_ms
+            ),
+            (2 << 20, 8, 0, 500, 250, 5_000)
+        );
+        config.validate().unwrap();
     }
 }

@@ -28,6 +28,10 @@ pub mod proto {
     /// On a follower's UNAVAILABLE answer to a write: the leader's node id and gRPC address.
     pub const LEADER_ID_KEY: &str = "loghouse-leader-id";
     pub const LEADER_ADDR_KEY: &str = "loghouse-leader-addr";
+    /// On a FAILED_PRECONDITION answer to a write from a node whose log stopped accepting
+    /// writes after a failed write or fsync: the cause. Retrying does not help; the node must
+    /// be restarted.
+    pub const WRITES_STOPPED_KEY: &str = "loghouse-writes-stopped";
 
     /// The members-only Raft transport (payloads are postcard-encoded openraft messages).
     pub mod raft {

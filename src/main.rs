@@ -646,6 +646,13 @@ fn parse_time_ms(text: &str, now_ms: i64) -> anyhow::Result<i64> {
 
 async fn info(args: AddrArgs) -> anyhow::Result<()> {
     let info = args.connect().await?.info().await?;
+    // First, so nobody misses it: a node whose writes stopped needs a restart.
+    match info.writes_stopped.as_str() {
+        "" => println!("writes          accepted"),
+        cause => println!(
+            "writes          STOPPED after a failed write or fsync: {cause}; restart the node"
+        ),
+    }
     println!("lowest offset   {}", info.lowest_offset);
     println!("next offset     {}", info.next_offset);
     println!(

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-use loghouse::client::Client;
+use loghouse::client::{Client, ClientError};
 use loghouse::config::NodeConfig;
 use loghouse::io::{Disk, DiskFile, MapMut, StdDisk, SystemClock};
+use loghouse::metrics::Rpc;
 use loghouse::proto;
 use loghouse::server::{Node, ServerError};
 
@@ -28,6 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct TestNode {
     addr: String,
+    /// The served node (for its counters).
+    node: Node,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -51,11 +54,12 @@ impl TestNode {
         let addr = listener.local_addr().unwrap().to_string();
         let node = Node::open(config, disk, Arc::new(SystemClock), addr.clone()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(loghouse::server::serve(node, listener, async {
+        let task = tokio::spawn(loghouse::server::serve(node.clone(), listener, async {
             let _ = stopped.await;
         }));
         TestNode {
             addr,
+            node,
             stop: Some(stop),
             task,
         }
@@ -645,17 +649,26 @@ async fn health_and_reflection_services_answer() {
     node.stop().await.unwrap();
 }
 
-/// A disk whose syncs start failing when told to.
-#[derive(Debug)]
+/// A disk whose syncs fail, or wait, when told to.
+#[derive(Debug, Default)]
 struct FlakyDisk {
     inner: StdDisk,
-    fail_syncs: Arc<AtomicBool>,
+    faults: Arc<SyncFaults>,
+}
+
+/// What a `FlakyDisk`'s file syncs do: fail while `fail` is set; wait while `hold` is set
+/// (counting in `held` the syncs that started waiting).
+#[derive(Debug, Default)]
+struct SyncFaults {
+    fail: AtomicBool,
+    hold: AtomicBool,
+    held: AtomicU64,
 }
 
 #[derive(Debug)]
 struct FlakyFile {
     inner: Arc<dyn DiskFile>,
-    fail_syncs: Arc<AtomicBool>,
+    faults: Arc<SyncFaults>,
 }
 
 impl Disk for FlakyDisk {
@@ -666,7 +679,7 @@ impl Disk for FlakyDisk {
         let inner = self.inner.open(path, create)?;
         Ok(Arc::new(FlakyFile {
             inner,
-            fail_syncs: self.fail_syncs.clone(),
+            faults: self.faults.clone(),
         }))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -700,7 +713,14 @@ impl DiskFile for FlakyFile {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self.fail_syncs.load(Ordering::SeqCst) {
+        if self.faults.hold.load(Ordering::SeqCst) {
+            // The log syncs on the blocking pool: waiting here stalls only the writer.
+            self.faults.held.fetch_add(1, Ordering::SeqCst);
+            while self.faults.hold.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if self.faults.fail.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.inner.sync_data()
@@ -710,53 +730,433 @@ impl DiskFile for FlakyFile {
     }
 }
 
+impl SyncFaults {
+    /// Makes syncs wait until the returned guard is dropped (also when a test fails, so the
+    /// runtime is not left waiting for a blocked sync forever).
+    fn hold_syncs(self: &Arc<Self>) -> HeldSyncs {
+        self.hold.store(true, Ordering::SeqCst);
+        HeldSyncs(self.clone())
+    }
+}
+
+struct HeldSyncs(Arc<SyncFaults>);
+
+impl Drop for HeldSyncs {
+    fn drop(&mut self) {
+        self.0.hold.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Waits (a generous deadline, no timing assertion) until `condition` holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn record(value: impl Into<Bytes>) -> proto::Record {
+    proto::Record {
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
-async fn after_a_failed_fsync_the_node_refuses_writes_with_unavailable() {
+async fn after_a_failed_fsync_writes_get_failed_precondition_naming_the_cause_and_no_retries() {
     let dir = tempfile::tempdir().unwrap();
-    let fail_syncs = Arc::new(AtomicBool::new(false));
-    let disk = Arc::new(FlakyDisk {
-        inner: StdDisk,
-        fail_syncs: fail_syncs.clone(),
-    });
+    let disk = Arc::new(FlakyDisk::default());
+    let faults = disk.faults.clone();
     let node = TestNode::start_on(dir.path(), disk, |_| {}).await;
     let client = node.client().await;
     client.produce("durable").await.unwrap();
-    fail_syncs.store(true, Ordering::SeqCst);
-    let (c, _) = code(
-        client
-            .raw()
-            .produce(proto::ProduceRequest {
-                record: Some(proto::Record::default()),
-            })
-            .await,
+    assert_eq!(client.info().await.unwrap().writes_stopped, "");
+
+    faults.fail.store(true, Ordering::SeqCst);
+    let produce_errors = || node.node.metrics().rpc_errors(Rpc::Produce).get();
+    let errors_before = produce_errors();
+    let error = client.produce("lost").await.unwrap_err();
+    let ClientError::Status(status) = &error else {
+        panic!("expected a status, got {error}");
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("injected fsync failure")
+            && status.message().contains("restart the node"),
+        "the message names the cause and the remedy: {}",
+        status.message()
     );
-    assert_eq!(c, Code::Unavailable);
-    fail_syncs.store(false, Ordering::SeqCst);
-    let (c, message) = code(
-        client
-            .raw()
-            .produce(proto::ProduceRequest {
-                record: Some(proto::Record::default()),
-            })
-            .await,
-    );
+    let cause = error
+        .writes_stopped()
+        .expect("loghouse-writes-stopped metadata");
+    assert!(cause.contains("injected fsync failure"), "{cause}");
     assert_eq!(
-        c,
-        Code::Unavailable,
-        "still refused: the log does not guess after a failed fsync"
+        produce_errors() - errors_before,
+        1,
+        "the client gave up after one call instead of retrying for its budget"
     );
-    assert!(message.contains("reopen"), "{message}");
+
+    // Still refused once the disk is fine again: nothing unsynced is trusted until a restart.
+    faults.fail.store(false, Ordering::SeqCst);
+    let mut raw = client.raw();
+    let status = raw
+        .produce_batch(proto::ProduceBatchRequest {
+            records: vec![record("again")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let metadata = status.metadata().get(proto::WRITES_STOPPED_KEY).unwrap();
+    assert!(metadata
+        .to_str()
+        .unwrap()
+        .contains("injected fsync failure"));
+    let mut answers = raw
+        .produce_stream(futures::stream::iter([proto::ProduceRequest {
+            record: Some(record("streamed")),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = answers.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    let info = client.info().await.unwrap();
+    assert!(
+        info.writes_stopped.contains("injected fsync failure"),
+        "GetLogInfo names the cause: {:?}",
+        info.writes_stopped
+    );
     assert_eq!(
         client.consume(0).await.unwrap().value,
         Bytes::from("durable"),
         "reads still work"
     );
     assert_eq!(
-        client.info().await.unwrap().next_offset,
-        1,
+        info.next_offset, 1,
         "the failed record was never acknowledged or shown"
     );
     let _ = node.stop().await;
+}
+
+/// The node-wide byte bound: while the node holds a whole bound's worth of unacknowledged
+/// requests, a unary produce waits, then gets RESOURCE_EXHAUSTED naming the limit, and a
+/// ProduceStream is not read; once acknowledged, everything goes through in order.
+#[tokio::test]
+async fn requests_over_the_node_wide_byte_bound_wait_then_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(FlakyDisk::default());
+    let faults = disk.faults.clone();
+    let node = TestNode::start_on(dir.path(), disk, |c| {
+        c.record_bytes_max = 1024;
+        c.limits.requests_in_flight_bytes_max = 4096;
+        c.limits.admission_wait_ms = 200;
+    })
+    .await;
+    let client = node.client().await;
+    client.produce("first").await.unwrap();
+
+    // A batch of 4000 bytes is written; its fsync waits: the node holds 4000 of 4096 bytes.
+    let holding = faults.hold_syncs();
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .produce_batch(vec![Bytes::from(vec![b'h'; 1000]); 4])
+                .await
+        })
+    };
+    eventually("the batch's fsync started", || {
+        faults.held.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let mut raw = client.raw();
+    let over = raw.produce(proto::ProduceRequest {
+        record: Some(record(vec![b'u'; 1000])),
+    });
+    let status = tokio::time::timeout(WAIT, over)
+        .await
+        .expect("answered while the node is full, not held until there is room")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("limits.requests_in_flight_bytes_max = 4096"),
+        "{}",
+        status.message()
+    );
+    // A stream waits for room (it is not refused): its records go through once there is.
+    let stream_values: Vec<Bytes> = (0..10u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 1000]))
+        .collect();
+    let requests = stream_values
+        .clone()
+        .into_iter()
+        .map(|value| proto::ProduceRequest {
+            record: Some(record(value)),
+        });
+    let mut answers = client
+        .raw()
+        .produce_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    drop(holding);
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    let mut offsets = Vec::new();
+    while let Some(answer) = tokio::time::timeout(WAIT, answers.next()).await.unwrap() {
+        offsets.push(answer.unwrap().offset);
+    }
+    assert_eq!(offsets, (5..15).collect::<Vec<_>>());
+    for (offset, value) in offsets.iter().zip(&stream_values) {
+        assert_eq!(&client.consume(*offset).await.unwrap().value, value);
+    }
+    assert_eq!(client.produce(vec![b'u'; 1000]).await.unwrap(), 15);
+    node.stop().await.unwrap();
+}
+
+/// With a bound of a few records, concurrent streams and unary producers all get every record
+/// acknowledged, each in its own order; a batch larger than the whole bound is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_producers_under_a_tiny_byte_bound_get_every_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| {
+        c.record_bytes_max = 1024;
+        c.limits.requests_in_flight_bytes_max = 4096;
+        c.limits.admission_wait_ms = 60_000;
+    })
+    .await;
+    let client = node.client().await;
+    let status = client
+        .raw()
+        .produce_batch(proto::ProduceBatchRequest {
+            records: (0..5).map(|_| record(vec![b'x'; 1000])).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("more than this node holds for all requests together")
+            && status
+                .message()
+                .contains("limits.requests_in_flight_bytes_max = 4096"),
+        "{}",
+        status.message()
+    );
+
+    let value = |producer: usize, i: usize| {
+        let mut value = format!("{producer}-{i}-").into_bytes();
+        value.resize(300 + (i * 37) % 700, b'.');
+        Bytes::from(value)
+    };
+    let mut tasks = Vec::new();
+    for producer in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let values: Vec<Bytes> = (0..150).map(|i| value(producer, i)).collect();
+            let requests = values
+                .clone()
+                .into_iter()
+                .map(|value| proto::ProduceRequest {
+                    record: Some(record(value)),
+                });
+            let mut answers = client
+                .raw()
+                .produce_stream(futures::stream::iter(requests))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut offsets = Vec::new();
+            while let Some(answer) = tokio::time::timeout(WAIT, answers.next()).await.unwrap() {
+                offsets.push(answer.unwrap().offset);
+            }
+            values.into_iter().zip(offsets).collect::<Vec<_>>()
+        }));
+    }
+    for producer in 4..6 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..20 {
+                let batch: Vec<Bytes> = (0..3).map(|i| value(producer, round * 3 + i)).collect();
+                let first = client.produce_batch(batch.clone()).await.unwrap();
+                acknowledged.extend((first..).zip(batch).map(|(o, v)| (v, o)));
+            }
+            acknowledged
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let acknowledged = task.await.unwrap();
+        let offsets: Vec<u64> = acknowledged.iter().map(|(_, o)| *o).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "each producer's records are acknowledged in its order"
+        );
+        all.extend(acknowledged);
+    }
+    assert_eq!(all.len(), 4 * 150 + 2 * 60, "every record was acknowledged");
+    all.sort_by_key(|(_, offset)| *offset);
+    assert_eq!(
+        all.iter().map(|(_, o)| *o).collect::<Vec<_>>(),
+        (0..all.len() as u64).collect::<Vec<_>>()
+    );
+    for (value, offset) in all.iter().step_by(7) {
+        assert_eq!(&client.consume(*offset).await.unwrap().value, value);
+    }
+    node.stop().await.unwrap();
+}
+
+/// The node-wide call cap: while a call holds the only slot, another waits
+/// `admission_wait_ms`, then gets RESOURCE_EXHAUSTED naming the limit.
+#[tokio::test]
+async fn calls_over_the_node_wide_cap_are_refused_after_a_bounded_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(FlakyDisk::default());
+    let faults = disk.faults.clone();
+    let node = TestNode::start_on(dir.path(), disk, |c| {
+        c.limits.calls_in_flight_max = 1;
+        c.limits.admission_wait_ms = 100;
+    })
+    .await;
+    let client = node.client().await;
+    let holding = faults.hold_syncs();
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move { client.produce("held").await })
+    };
+    eventually("the produce's fsync started", || {
+        faults.held.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let status = tokio::time::timeout(WAIT, client.info())
+        .await
+        .expect("answered while the only slot is taken")
+        .unwrap_err();
+    let ClientError::Status(status) = status else {
+        panic!("expected a status");
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("limits.calls_in_flight_max = 1"),
+        "{}",
+        status.message()
+    );
+    drop(holding);
+    assert_eq!(held.await.unwrap().unwrap(), 0);
+    assert_eq!(client.info().await.unwrap().next_offset, 1);
+    // Streams hold a slot only while they are set up: one open stream leaves room for calls.
+    let _stream = client
+        .follow(loghouse::client::Start::Offset(0))
+        .await
+        .unwrap();
+    assert_eq!(client.produce("after").await.unwrap(), 1);
+    node.stop().await.unwrap();
+}
+
+/// A TCP proxy that forwards both ways until `pause` is set, then stops reading and writing
+/// while keeping both connections open: a client that vanished without closing anything.
+async fn pausable_proxy(to: String, pause: Arc<AtomicBool>) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut pumps = Vec::new();
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = tokio::net::TcpStream::connect(&to).await.unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            pumps.push(tokio::spawn(pump(client_read, server_write, pause.clone())));
+            pumps.push(tokio::spawn(pump(server_read, client_write, pause.clone())));
+        }
+    });
+    (addr, task)
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    pause: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = wait_until(&pause) => break,
+            n = from.read(&mut buf) => n.unwrap_or(0),
+        };
+        if n == 0 || pause.load(Ordering::SeqCst) || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    // Paused (or closed): hold both halves open and silent.
+    std::future::pending::<()>().await;
+    drop((from, to));
+}
+
+async fn wait_until(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_client_has_its_stream_reaped_after_the_keepalive_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path(), |c| {
+        c.limits.streams_max = 1;
+        c.limits.http2_keepalive_interval_ms = 200;
+        c.limits.http2_keepalive_timeout_ms = 1_000;
+    })
+    .await;
+    let direct = node.client().await;
+    direct.produce("first").await.unwrap();
+    let pause = Arc::new(AtomicBool::new(false));
+    let (proxy_addr, proxy) = pausable_proxy(node.addr.clone(), pause.clone()).await;
+    let proxied = Client::connect(&proxy_addr).await.unwrap();
+    let mut stream = proxied
+        .follow(loghouse::client::Start::Offset(0))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap()[0].value, Bytes::from("first"));
+    let refused = direct
+        .follow(loghouse::client::Start::Offset(0))
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(refused.to_string().contains("streams_max"), "{refused}");
+
+    // The proxied client goes silent, its connection still open.
+    pause.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut reopened = loop {
+        match direct.follow(loghouse::client::Start::Offset(0)).await {
+            Ok(stream) => break stream,
+            Err(error) => {
+                assert!(error.to_string().contains("streams_max"), "{error}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the silent client's stream was never reaped"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let first = tokio::time::timeout(WAIT, reopened.next()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap()[0].value, Bytes::from("first"));
+    drop(reopened);
+    proxy.abort();
+    drop((stream, proxied));
+    node.stop().await.unwrap();
 }
 
 #[tokio::test]

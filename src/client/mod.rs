@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::{self, log_client::LogClient, LEADER_ADDR_KEY};
+use crate::proto::{self, log_client::LogClient, LEADER_ADDR_KEY, WRITES_STOPPED_KEY};
 
 pub use crate::proto::Record;
 pub use crate::security::ClientTls;
@@ -31,6 +31,18 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+impl ClientError {
+    /// The cause, when a node refused a write because its log stopped accepting writes after a
+    /// failed write or fsync (FAILED_PRECONDITION with `loghouse-writes-stopped` metadata):
+    /// retrying does not help, the node must be restarted.
+    pub fn writes_stopped(&self) -> Option<&str> {
+        match self {
+            ClientError::Status(status) => writes_stopped(status),
+            _ => None,
+        }
+    }
 }
 
 /// `--ca-cert`, `--cert`, `--key`: how the CLI (and anything else with paths) reaches a TLS
@@ -87,9 +99,11 @@ pub type LogInfo = proto::GetLogInfoResponse;
 /// unless `spread_reads` is on, in which case they rotate over the alive followers.
 ///
 /// Delivery is at-least-once: a write that gets UNAVAILABLE (not the leader, no leader yet, the
-/// connection lost, a node whose log stopped after a failed fsync) is retried for up to 10 s, so
-/// a write whose node (or leader) stored it but failed before answering is stored twice, on a
-/// standalone node too. Writes that get an answer are never duplicated.
+/// connection lost) is retried for up to 10 s, so a write whose node (or leader) stored it but
+/// failed before answering is stored twice, on a standalone node too. Writes that get an answer
+/// are never duplicated. A node whose log stopped accepting writes after a failed write or
+/// fsync answers FAILED_PRECONDITION (`ClientError::writes_stopped` gives the cause): that is
+/// returned at once, since only restarting the node helps.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: LogClient<Channel>,
@@ -295,7 +309,12 @@ impl Client {
                     "no answer within {CALL_TIMEOUT_MS} ms (the write may still commit)"
                 )),
             };
-            if status.code() != tonic::Code::Unavailable || tokio::time::Instant::now() >= deadline
+            // Only UNAVAILABLE is retried (leader changes, lost connections); a node whose
+            // writes stopped says so with its own code, and is never retried even if a proxy
+            // or an older server turned that into UNAVAILABLE.
+            if status.code() != tonic::Code::Unavailable
+                || writes_stopped(&status).is_some()
+                || tokio::time::Instant::now() >= deadline
             {
                 return Err(status.into());
             }
@@ -445,6 +464,11 @@ impl Start {
             Start::TimestampMs(t) => (0, Some(t)),
         }
     }
+}
+
+/// The cause a node gives for refusing writes after a failed write or fsync.
+fn writes_stopped(status: &tonic::Status) -> Option<&str> {
+    status.metadata().get(WRITES_STOPPED_KEY)?.to_str().ok()
 }
 
 /// The leader's address from a follower's UNAVAILABLE answer.

@@ -740,6 +740,13 @@ impl Log {
         Err(LogError::Poisoned { cause })
     }
 
+    /// Why the log stopped accepting writes (its first failed write or fsync), or None while it
+    /// accepts them.
+    pub fn poisoned(&self) -> Option<String> {
+        let poisoned = self.poisoned.load(Ordering::SeqCst);
+        poisoned.then(|| self.poison_cause.lock().clone().unwrap_or_default())
+    }
+
     /// Poisons the log from outside (the committer, when a log task panicked).
     pub(crate) fn poison_with(&self, cause: String) -> LogError {
         self.poison(LogError::Poisoned { cause })

@@ -3,16 +3,20 @@
 use tonic::{Code, Status};
 
 use crate::log::{LogError, Record};
-use crate::proto::{self, LEADER_ADDR_KEY, LEADER_ID_KEY};
+use crate::proto::{self, LEADER_ADDR_KEY, LEADER_ID_KEY, WRITES_STOPPED_KEY};
 use crate::raft::proposer::ProposeError;
 
 /// Maps a storage error to the gRPC status a client can act on.
 pub fn status_from_log_error(error: LogError) -> Status {
+    if let LogError::Poisoned { cause } = &error {
+        return writes_stopped(cause);
+    }
     let code = match &error {
         LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
         LogError::RecordTooLarge { .. } | LogError::BatchEmpty => Code::InvalidArgument,
         LogError::NonContiguous { .. } => Code::FailedPrecondition,
-        LogError::Poisoned { .. } | LogError::Closed | LogError::Io { .. } => Code::Unavailable,
+        LogError::Closed | LogError::Io { .. } => Code::Unavailable,
+        LogError::Poisoned { .. } => Code::FailedPrecondition,
         LogError::Corrupt { .. } => Code::DataLoss,
         LogError::InvalidConfig(_) => Code::Internal,
     };
@@ -21,6 +25,34 @@ pub fn status_from_log_error(error: LogError) -> Status {
     }
     Status::new(code, error.to_string())
 }
+
+/// A write refused because the log stopped accepting writes after a failed write or fsync
+/// (`LogError::Poisoned`): FAILED_PRECONDITION, not UNAVAILABLE, since no retry succeeds until
+/// the node is restarted (and reopening recovers only what was synced). The cause is in the
+/// message and in the `loghouse-writes-stopped` metadata.
+pub fn writes_stopped(cause: &str) -> Status {
+    tracing::error!(cause, "refusing a write: the log stopped accepting writes");
+    let mut status = Status::failed_precondition(format!(
+        "this node stopped accepting writes after a failed write or fsync ({cause}); what it had \
+         not synced is not trusted: restart the node, which recovers from what is on disk"
+    ));
+    // Header values are visible ASCII: anything else in the cause becomes '?'.
+    let value: String = match cause {
+        "" => "unknown".into(),
+        cause => cause
+            .chars()
+            .take(WRITES_STOPPED_VALUE_CHARS_MAX)
+            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+            .collect(),
+    };
+    if let Ok(value) = value.parse() {
+        status.metadata_mut().insert(WRITES_STOPPED_KEY, value);
+    }
+    status
+}
+
+/// The cause in `loghouse-writes-stopped` is cut to this many characters (headers are small).
+const WRITES_STOPPED_VALUE_CHARS_MAX: usize = 512;
 
 pub fn record_to_proto(record: Record) -> proto::Record {
     proto::Record {

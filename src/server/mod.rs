@@ -4,6 +4,7 @@
 //! grpc.health.v1 and reflection in production builds) on a listener until a shutdown signal, then
 //! finishes in-flight appends, syncs and closes the log.
 
+mod admission;
 mod auth;
 mod convert;
 mod member;
@@ -24,7 +25,10 @@ pub use raft_rpc::{GrpcRaftTransport, RaftRpcService};
 pub use service::LogService;
 
 use std::future::Future;
+#[cfg(not(madsim))]
+use std::time::Duration;
 
+use self::admission::CallLimit;
 use crate::proto::log_server::LogServer;
 use crate::proto::raft::raft_server::RaftServer;
 
@@ -60,8 +64,13 @@ pub async fn serve(
     let log_server = LogServer::new(service)
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);
-    // Without TCP_NODELAY every small response waits for the peer's delayed ACK (~40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Node-wide cap on log.v1 calls (not on Raft, health or reflection): see server::admission.
+    let log_server = CallLimit::new(log_server, node.admission().clone());
+    // Without TCP_NODELAY every small response waits for the peer's delayed ACK (~40 ms). TCP
+    // keepalive finds peers whose host went away; HTTP/2 PINGs (below) find the rest.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_millis(limits.tcp_keepalive_ms)));
     let stop = StopReason::default();
     let shutdown = stop_streams_on(node.clone(), stop.until_raft_stops(&node, shutdown));
     let raft_server = raft_server(&node);
@@ -69,8 +78,16 @@ pub async fn serve(
     tracing::info!(node_id = %node.config().node_id, replicated = raft_server.is_some(),
         tls = tls.is_some(), mutual_tls = tls.is_some_and(|t| t.requires_client_cert()),
         acl = node.config().secrets.acl.is_some(), "serving");
-    let mut builder =
-        tonic::transport::Server::builder().max_frame_size(crate::codec::HTTP2_FRAME_BYTES_MAX);
+    // A connection whose PING goes unanswered is closed, ending its calls and streams: a
+    // client that vanished (or paused) without closing releases its stream slots and windows.
+    let mut builder = tonic::transport::Server::builder()
+        .max_frame_size(crate::codec::HTTP2_FRAME_BYTES_MAX)
+        .http2_keepalive_interval(Some(Duration::from_millis(
+            limits.http2_keepalive_interval_ms,
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_millis(
+            limits.http2_keepalive_timeout_ms,
+        )));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.server_config())?;
     }
@@ -97,8 +114,11 @@ pub async fn serve(
     let stop = StopReason::default();
     let shutdown = stop_streams_on(node.clone(), stop.until_raft_stops(&node, shutdown));
     tonic::transport::Server::builder()
-        .add_service(LogServer::new(service))
-        // (madsim-tonic ignores message size limits.)
+        .add_service(CallLimit::new(
+            LogServer::new(service),
+            node.admission().clone(),
+        ))
+        // (madsim-tonic ignores message size limits and keepalive; it has no TCP.)
         .add_optional_service(node.raft().map(|raft| {
             RaftServer::new(RaftRpcService::new(
                 raft.raft().clone(),

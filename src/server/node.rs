@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
+use super::admission::Admission;
 use super::auth::Guard;
 use super::convert::{status_from_log_error, status_from_propose_error};
 use crate::config::{ConfigError, NodeConfig};
@@ -20,6 +21,7 @@ use crate::metrics::NodeMetrics;
 use crate::raft::controller::MemberView;
 use crate::raft::node::{RaftNode, RaftNodeConfig, RaftNodeError};
 use crate::raft::proposer::ProposeError;
+use crate::raft::store::off_thread;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -123,6 +125,8 @@ struct NodeInner {
     /// Who may do what (every RPC asks it first).
     guard: Arc<Guard>,
     metrics: Arc<NodeMetrics>,
+    /// The node-wide bounds on calls and on request bytes held.
+    admission: Arc<Admission>,
 }
 
 impl Node {
@@ -203,6 +207,7 @@ impl Node {
         metrics: Arc<NodeMetrics>,
     ) -> Node {
         let streams = Arc::new(Semaphore::new(config.limits.streams_max));
+        let admission = Arc::new(Admission::new(&config.limits));
         let (stopping, _) = watch::channel(false);
         Node {
             inner: Arc::new(NodeInner {
@@ -215,6 +220,7 @@ impl Node {
                 rpc_addr,
                 guard,
                 metrics,
+                admission,
             }),
         }
     }
@@ -239,6 +245,11 @@ impl Node {
             Writer::Standalone(_) => None,
             Writer::Replicated { raft, .. } => Some(raft),
         }
+    }
+
+    /// The node-wide bounds on calls and on the request bytes the node holds.
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.inner.admission
     }
 
     /// The node's request and storage counters.
@@ -456,11 +467,22 @@ impl Node {
     }
 }
 
+/// Applies the standalone log's retention every `interval`. Dropping segments removes files
+/// and syncs the directory: that runs on the blocking pool (inline under madsim), never on an
+/// async worker.
 async fn retention_loop(log: Arc<Log>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
-        match log.apply_retention() {
+        let log = log.clone();
+        let applied = match off_thread(move || Ok(log.apply_retention())).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                tracing::warn!(%error, "retention did not run");
+                continue;
+            }
+        };
+        match applied {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, "retention dropped segments"),
             Err(LogError::Closed) => return,

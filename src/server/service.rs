@@ -18,12 +18,14 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use super::admission::{Admission, Admitted};
 use super::auth::DESCRIBE;
 use super::convert::{record_to_proto, status_from_log_error};
 use super::node::Node;
 use crate::log::{LogError, NewRecord, Record};
 use crate::metrics::Rpc;
 use crate::proto::{self, log_server};
+use crate::raft::store::off_thread;
 use crate::security::Action;
 
 type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + 'static>>;
@@ -76,25 +78,57 @@ impl LogService {
         })
     }
 
-    /// Reads committed records from `offset`, within the node's limits and the request's.
-    fn read_committed(
+    /// Reads committed records from `offset`, within the node's limits and the request's (on
+    /// the blocking pool: see `on_disk`).
+    async fn read_committed(
         &self,
         offset: u64,
         records_max: u32,
         bytes_max: u64,
     ) -> Result<Vec<Record>, Status> {
+        let mut batches = self
+            .read_committed_batches(offset, 1, records_max, bytes_max)
+            .await?;
+        Ok(batches.pop().unwrap_or_default())
+    }
+
+    /// Up to `batches_max` consecutive batches of committed records from `offset`, each within
+    /// the node's limits and the request's, read in one trip to the blocking pool: a following
+    /// stream that is behind reads as many batches as its buffer has room for, so it pays the
+    /// hop once per several batches. A read that fails after the first batch ends the list
+    /// early (the stream meets that error on its next read).
+    async fn read_committed_batches(
+        &self,
+        offset: u64,
+        batches_max: usize,
+        records_max: u32,
+        bytes_max: u64,
+    ) -> Result<Vec<Vec<Record>>, Status> {
         let committed = self.node.committed_offset();
         check_readable(self.node.log().lowest_offset(), committed, offset)?;
         if offset == committed {
             return Ok(Vec::new());
         }
         let (records_max, bytes_max) = self.clamp(records_max, bytes_max);
-        // Never read past the committed offset (those records are not consumer-visible).
-        let records_max = records_max.min((committed - offset) as usize);
-        self.node
-            .log()
-            .read_batch(offset, records_max, bytes_max)
-            .map_err(status_from_log_error)
+        let log = self.node.log().clone();
+        on_disk(move || {
+            let mut batches = Vec::with_capacity(batches_max);
+            let mut offset = offset;
+            while offset < committed && batches.len() < batches_max.max(1) {
+                // Never read past the committed offset (not consumer-visible yet).
+                let records_max = records_max.min((committed - offset) as usize);
+                match log.read_batch(offset, records_max, bytes_max) {
+                    Ok(batch) => {
+                        offset = batch.last().map_or(committed, |r| r.offset + 1);
+                        batches.push(batch);
+                    }
+                    Err(error) if batches.is_empty() => return Err(error),
+                    Err(_) => break,
+                }
+            }
+            Ok(batches)
+        })
+        .await
     }
 
     fn clamp(&self, records_max: u32, bytes_max: u64) -> (usize, usize) {
@@ -106,14 +140,18 @@ impl LogService {
         )
     }
 
-    /// Where a consume that may name a timestamp starts.
-    fn start_offset(&self, offset: u64, from_timestamp_ms: Option<i64>) -> Result<u64, Status> {
+    /// Where a consume that may name a timestamp starts (a time lookup reads the index and
+    /// store files: on the blocking pool).
+    async fn start_offset(
+        &self,
+        offset: u64,
+        from_timestamp_ms: Option<i64>,
+    ) -> Result<u64, Status> {
         match from_timestamp_ms {
-            Some(t) => self
-                .node
-                .log()
-                .offset_for_time(t)
-                .map_err(status_from_log_error),
+            Some(t) => {
+                let log = self.node.log().clone();
+                on_disk(move || log.offset_for_time(t)).await
+            }
             None => Ok(offset),
         }
     }
@@ -196,29 +234,52 @@ impl LogService {
             }
             let high_watermark = *committed.borrow_and_update();
             if offset < high_watermark {
+                // A batch stream sends one message per batch: it waits for room for a few in
+                // its buffer, then reads that many in one trip to the blocking pool (the hop is
+                // paid once per several batches; the stream holds no more than its buffer).
+                let mut slots = None;
+                let batches_max = match rpc {
+                    Rpc::ConsumeBatchStream => {
+                        let room = FOLLOW_READS_PER_HOP_MAX.min(tx.max_capacity());
+                        let Ok(reserved) = tx.reserve_many(room).await else {
+                            return; // the client went away
+                        };
+                        slots = Some(reserved);
+                        room
+                    }
+                    _ => 1,
+                };
                 let started = Instant::now();
-                let records = match self.read_committed(offset, records_max, bytes_max) {
-                    Ok(records) => records,
+                let read = self
+                    .read_committed_batches(offset, batches_max, records_max, bytes_max)
+                    .await;
+                let batches = match read {
+                    Ok(batches) => batches,
                     Err(status) => {
                         self.failed(rpc, &status);
+                        drop(slots);
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
-                let Some(last) = records.last() else { continue };
-                let first_offset = offset;
-                offset = last.offset + 1;
-                let (count, bytes) = (records.len() as u64, value_bytes(&records));
-                let messages = to_messages(records, high_watermark);
-                let metrics = self.node.metrics();
-                metrics.rpc_seconds(rpc).observe(started.elapsed());
-                for message in messages {
-                    if tx.send(Ok(message)).await.is_err() {
-                        return; // the client went away
+                for records in batches {
+                    let Some(last) = records.last() else { continue };
+                    let first_offset = offset;
+                    offset = last.offset + 1;
+                    let (count, bytes) = (records.len() as u64, value_bytes(&records));
+                    let messages = to_messages(records, high_watermark);
+                    let metrics = self.node.metrics();
+                    metrics.rpc_seconds(rpc).observe(started.elapsed());
+                    for message in messages {
+                        match slots.as_mut().and_then(Iterator::next) {
+                            Some(slot) => slot.send(Ok(message)),
+                            None if tx.send(Ok(message)).await.is_ok() => {}
+                            None => return, // the client went away
+                        }
                     }
+                    metrics.consumed(count, bytes);
+                    tracing::debug!(first_offset, records = count, "sent");
                 }
-                metrics.consumed(count, bytes);
-                tracing::debug!(first_offset, records = count, "sent");
                 continue;
             }
             tokio::select! {
@@ -228,6 +289,24 @@ impl LogService {
                 changed = committed.changed() => if changed.is_err() { return },
             }
         }
+    }
+}
+
+/// Batches a following ConsumeBatchStream reads in one trip to the blocking pool, at most.
+const FOLLOW_READS_PER_HOP_MAX: usize = 8;
+
+/// Runs `read` (disk work on the log: reads, time lookups) on the blocking pool, so a slow
+/// disk or a page fault never stalls the async workers that serve every RPC; inline under
+/// madsim, which has no threads. A panic in `read` resumes in the caller.
+async fn on_disk<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, Status> {
+    match off_thread(move || Ok(read())).await {
+        Ok(result) => result.map_err(status_from_log_error),
+        // The blocking task was cancelled: the runtime is shutting down.
+        Err(error) => Err(Status::unavailable(format!(
+            "the read did not run: {error}"
+        ))),
     }
 }
 
@@ -274,6 +353,8 @@ impl log_server::Log for LogService {
             let record = self.new_record(request.into_inner().record)?;
             let bytes = record.value.len() as u64;
             tracing::Span::current().record("bytes", bytes);
+            // Held until the record is acknowledged.
+            let _room = self.node.admission().request_bytes(bytes).await?;
             let range = self.node.append(vec![record]).await?;
             tracing::Span::current().record("offset", range.start);
             self.node.metrics().produced(1, bytes);
@@ -304,11 +385,8 @@ impl log_server::Log for LogService {
                 }));
             }
             check_readable(lowest, committed, offset)?;
-            let record = self
-                .node
-                .log()
-                .read(offset)
-                .map_err(status_from_log_error)?;
+            let log = self.node.log().clone();
+            let record = on_disk(move || log.read(offset)).await?;
             self.node.metrics().consumed(1, record.value.len() as u64);
             Ok(Response::new(proto::ConsumeResponse {
                 record: Some(record_to_proto(record)),
@@ -325,8 +403,10 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let setup = || {
-            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+        let setup = async {
+            let offset = self
+                .start_offset(request.offset, request.from_timestamp_ms)
+                .await?;
             let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
             let to_messages = |records: Vec<Record>, _| {
                 records
@@ -347,7 +427,9 @@ impl log_server::Log for LogService {
             Ok(Response::new(stream))
         };
         // The stream's batches are timed as they go; a failed start counts as an error.
-        setup().inspect_err(|status| self.failed(Rpc::ConsumeStream, status))
+        setup
+            .await
+            .inspect_err(|status| self.failed(Rpc::ConsumeStream, status))
     }
 
     type ProduceStreamStream = ResponseStream<proto::ProduceResponse>;
@@ -364,6 +446,7 @@ impl log_server::Log for LogService {
         let in_flight = StreamWindow::new(
             limits.stream_appends_in_flight_max,
             limits.stream_appends_in_flight_bytes_max,
+            self.node.admission().clone(),
         );
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
         let span = tracing::info_span!("produce_stream");
@@ -439,6 +522,8 @@ impl log_server::Log for LogService {
                 .collect::<Result<Vec<_>, _>>()?;
             let bytes: u64 = records.iter().map(|r| r.value.len() as u64).sum();
             tracing::Span::current().record("bytes", bytes);
+            // Held until the batch is acknowledged.
+            let _room = self.node.admission().request_bytes(bytes).await?;
             let range = self.node.append(records).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
@@ -464,9 +549,13 @@ impl log_server::Log for LogService {
             next_offset = Empty
         );
         let call = async {
-            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+            let offset = self
+                .start_offset(request.offset, request.from_timestamp_ms)
+                .await?;
             let high_watermark = self.node.committed_offset();
-            let records = self.read_committed(offset, request.max_records, request.max_bytes)?;
+            let records = self
+                .read_committed(offset, request.max_records, request.max_bytes)
+                .await?;
             self.node
                 .metrics()
                 .consumed(records.len() as u64, value_bytes(&records));
@@ -487,8 +576,10 @@ impl log_server::Log for LogService {
     ) -> Result<Response<Self::ConsumeBatchStreamStream>, Status> {
         self.authorize(&request, Action::Consume)?;
         let request = request.into_inner();
-        let setup = || {
-            let offset = self.start_offset(request.offset, request.from_timestamp_ms)?;
+        let setup = async {
+            let offset = self
+                .start_offset(request.offset, request.from_timestamp_ms)
+                .await?;
             let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
             let stream = self.follow(
                 Rpc::ConsumeBatchStream,
@@ -502,7 +593,9 @@ impl log_server::Log for LogService {
             )?;
             Ok(Response::new(stream))
         };
-        setup().inspect_err(|status| self.failed(Rpc::ConsumeBatchStream, status))
+        setup
+            .await
+            .inspect_err(|status| self.failed(Rpc::ConsumeBatchStream, status))
     }
 
     async fn offset_for_time(
@@ -513,7 +606,7 @@ impl log_server::Log for LogService {
         let timestamp_ms = request.into_inner().timestamp_ms;
         let span = tracing::info_span!("offset_for_time", timestamp_ms, offset = Empty);
         let call = async {
-            let offset = self.start_offset(0, Some(timestamp_ms))?;
+            let offset = self.start_offset(0, Some(timestamp_ms)).await?;
             let offset = offset.min(self.node.committed_offset());
             tracing::Span::current().record("offset", offset);
             Ok(Response::new(proto::OffsetForTimeResponse { offset }))
@@ -541,6 +634,7 @@ impl log_server::Log for LogService {
                 produce_bytes: metrics.produce_bytes.get(),
                 consume_records: metrics.consume_records.get(),
                 consume_bytes: metrics.consume_bytes.get(),
+                writes_stopped: self.node.log().poisoned().unwrap_or_default(),
             }))
         };
         self.timed(Rpc::GetLogInfo, call).await
@@ -576,43 +670,58 @@ struct StreamAppend {
 }
 
 /// A ProduceStream's window: the records and value bytes read but not yet acknowledged. The
-/// server stops reading the stream while it is full, so the client's HTTP/2 flow control holds
+/// server stops reading the stream while it is full, or while the node holds
+/// `limits.requests_in_flight_bytes_max` of requests, so the client's HTTP/2 flow control holds
 /// the rest of its messages.
 struct StreamWindow {
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     bytes_max: u64,
+    /// The node-wide bound the window's bytes also count against.
+    admission: Arc<Admission>,
 }
 
-/// A place in a `StreamWindow`, released when the log has acknowledged the append.
+/// A place in a `StreamWindow` (and its bytes under the node-wide bound), released when the
+/// log has acknowledged the append.
 struct WindowPermit {
     _records: OwnedSemaphorePermit,
     _bytes: OwnedSemaphorePermit,
+    _node_bytes: Admitted,
 }
 
 impl StreamWindow {
-    fn new(records_max: usize, bytes_max: u64) -> Self {
+    fn new(records_max: usize, bytes_max: u64, admission: Arc<Admission>) -> Self {
         assert!(records_max > 0 && bytes_max > 0 && bytes_max <= u64::from(u32::MAX));
         StreamWindow {
             records: Arc::new(Semaphore::new(records_max)),
             bytes: Arc::new(Semaphore::new(bytes_max as usize)),
             bytes_max,
+            admission,
         }
     }
 
-    /// Waits for room for `records` holding `bytes`. A batch larger than the whole window
-    /// waits for the window to empty, then takes all of it. `None` once the window is closed.
+    /// Waits for room for `records` holding `bytes`, in the stream's window, then under the
+    /// node-wide bound. A batch larger than the whole window (or bound) waits for it to empty,
+    /// then takes all of it. `None` once the window is closed.
     async fn acquire(&self, records: usize, bytes: u64) -> Option<WindowPermit> {
         let records = u32::try_from(records).ok()?;
-        let bytes = bytes.min(self.bytes_max) as u32;
+        let window_bytes = bytes.min(self.bytes_max) as u32;
+        let records = self
+            .records
+            .clone()
+            .acquire_many_owned(records)
+            .await
+            .ok()?;
+        let window_bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(window_bytes)
+            .await
+            .ok()?;
         Some(WindowPermit {
-            _records: self
-                .records
-                .clone()
-                .acquire_many_owned(records)
-                .await
-                .ok()?,
-            _bytes: self.bytes.clone().acquire_many_owned(bytes).await.ok()?,
+            _records: records,
+            _bytes: window_bytes,
+            _node_bytes: self.admission.stream_bytes(bytes).await,
         })
     }
 }
