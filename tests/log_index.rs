@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log_support::{read_all, record, small_config, FaultDisk};
-use loghouse::io::{Disk, ManualClock, SimDisk, StdDisk};
+use loghouse::io::{create_dir_durable, Disk, ManualClock, SimDisk, StdDisk};
 use loghouse::log::{record as frame, Log, LogConfig, LogError, NewRecord, INDEX_ENTRY_BYTES};
 
 const START_MS: i64 = 1_000_000;
@@ -183,7 +183,9 @@ fn write_v1_log(
     index_bytes_max: u64,
     closed: bool,
 ) {
-    disk.create_dir_all(dir).unwrap();
+    // The fixture must be durable itself: under SimDisk a directory entry whose parent was not
+    // synced vanishes at the next crash.
+    create_dir_durable(disk, dir).unwrap();
     for (i, (base, records)) in segments.iter().enumerate() {
         let (mut store, mut index) = (Vec::new(), Vec::new());
         for (n, (r, ts)) in records.iter().enumerate() {
