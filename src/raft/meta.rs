@@ -23,6 +23,9 @@
 //!   leaves no half-made file under the real name;
 //! - with `write(.., sync = true)` the newest state survives a crash once `write` returns, and
 //!   a torn write falls back to the state before it;
+//! - what `open` returns is on disk: it is written again and synced before `open` returns, so a
+//!   state read back after a failed fsync (still in the page cache, maybe not on the disk) is
+//!   never used unless it is durable;
 //! - files are reached only through `io::Disk`.
 
 use std::io;
@@ -140,7 +143,22 @@ impl<T: Serialize + DeserializeOwned + Default> SlotFile<T> {
             newest,
             _value: PhantomData,
         };
+        slot_file.repersist(&value)?;
         Ok((slot_file, value, load))
+    }
+
+    /// Writes the loaded state again, into the slot it came from, and syncs it.
+    ///
+    /// What a read returns may never have reached the disk: after a failed fsync Linux keeps the
+    /// page cache but may drop those bytes at the next power loss, even if a later fsync of the
+    /// file succeeds (fsyncgate). A process that restarts and goes on using such a state (a
+    /// vote, say) could see it go back later. Rewriting and syncing it before it is used makes it
+    /// durable, or fails the open. The slot written is the one the state came from: a write torn
+    /// by a crash then falls back to the other slot, the state before it, never to an older one.
+    fn repersist(&self, value: &T) -> io::Result<()> {
+        let frame = encode_slot(self.seq, value, self.slot_bytes)?;
+        (self.file).write_at(&frame, (self.newest * self.slot_bytes) as u64)?;
+        self.file.sync_data()
     }
 
     /// Writes `value` into the older slot, then fsyncs if `sync` (without it the write survives
@@ -324,6 +342,31 @@ mod tests {
         disk.crash();
         let (_, v, _) = open(&disk).unwrap();
         assert_eq!(v, state(9));
+    }
+
+    /// Seed 733477's class: a vote whose fsync failed is still read back by a restart in the
+    /// same process (the page cache has it); if it is used, it must not go back at a later
+    /// power loss. Open writes it again and syncs it, so it stays.
+    #[test]
+    fn a_state_read_back_after_a_failed_sync_is_durable_once_open_returns() {
+        let disk = SimDisk::new(5);
+        let (mut f, _, _) = open(&disk).unwrap();
+        f.write(&state(1), true).unwrap();
+        f.write(&state(3), false).unwrap();
+        let always = |io_error_per_million| crate::io::SimDiskFaults {
+            io_error_per_million,
+            torn_write_on_crash: false,
+        };
+        disk.set_faults(always(2_000_000));
+        f.sync().unwrap_err();
+        disk.set_faults(always(0));
+        drop(f);
+        let (f, v, _) = open(&disk).unwrap(); // an in-process restart: no crash
+        assert_eq!(v, state(3), "the page cache still holds the unsynced vote");
+        drop(f);
+        disk.crash();
+        let (_, v, _) = open(&disk).unwrap();
+        assert_eq!(v, state(3), "a vote in use went back after a power loss");
     }
 
     #[test]
