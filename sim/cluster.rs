@@ -21,6 +21,7 @@ use std::time::Duration;
 use loghouse::config::NodeConfig;
 use loghouse::io::{Clock, Disk, SimDisk, SimDiskFaults};
 use loghouse::raft::types::{BasicNode, NodeId};
+use loghouse::server::supervisor::{supervise, RestartPolicy, Stop};
 use loghouse::server::{Node, ServerError};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
@@ -364,16 +365,13 @@ async fn run_member(
     clock: Arc<SkewedClock>,
     shared: Arc<Shared>,
 ) {
-    loop {
-        let stopped = serve_member(index, addr, &config, &disk, &clock, &shared).await;
-        if !stopped {
-            return;
-        }
-        tokio::time::sleep(REOPEN_DELAY).await;
+    let life = || serve_member(index, addr, &config, &disk, &clock, &shared);
+    if let Err(Stop::RaftStopped(reason)) = supervise(RestartPolicy::default(), life).await {
+        shared.event(format!("node {index} gave up: {reason}"));
     }
 }
 
-/// One life of a member; true when it ended because Raft stopped on its own.
+/// One life of a member, as the production supervisor (`server::supervisor`) sees it.
 async fn serve_member(
     index: usize,
     addr: SocketAddr,
@@ -381,7 +379,7 @@ async fn serve_member(
     disk: &SimDisk,
     clock: &Arc<SkewedClock>,
     shared: &Arc<Shared>,
-) -> bool {
+) -> Result<(), Stop<()>> {
     let member = loop {
         let disk: Arc<dyn Disk> = Arc::new(disk.clone());
         match loghouse::server::start_member(config.clone(), disk, clock.clone(), addr.to_string())
@@ -414,13 +412,13 @@ async fn serve_member(
         Err(ServerError::RaftStopped(reason)) => {
             shared.event(format!("node {index} restarts: raft stopped: {reason}"));
             membership.shutdown().await;
-            true
+            Err(Stop::RaftStopped(reason))
         }
         Err(error) => {
             shared.event(format!("node {index} serve failed: {error}"));
-            false
+            Err(Stop::Failed(()))
         }
-        Ok(()) => false,
+        Ok(()) => Ok(()),
     }
 }
 

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use loghouse::client::{Client, Start, TlsOptions};
 use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
 use loghouse::io::{StdDisk, SystemClock};
+use loghouse::server::supervisor::{supervise, RestartPolicy, Stop};
 use loghouse::server::{Node, ServerError};
 
 mod cluster_cli;
@@ -366,40 +367,29 @@ fn certs(args: CertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 /// A member whose Raft stops on its own (damage found in its log, a storage failure) is started
-/// again, this many times at most in a row: its store repairs damage when it reopens.
-const RAFT_RESTARTS_MAX: u32 = 10;
-
+/// again by the supervisor (its store repairs damage and re-syncs what it keeps when it reopens),
+/// within a restart budget that a healthy period resets (`server::supervisor`).
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = node_config(args)?;
-    let mut restarts = 0;
-    loop {
-        match serve_once(config.clone()).await {
-            Err(Stop::RaftStopped(reason)) if restarts < RAFT_RESTARTS_MAX => {
-                restarts += 1;
-                tracing::warn!(%reason, restarts, "raft stopped; starting the member again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(Stop::RaftStopped(reason)) => {
-                anyhow::bail!("raft stopped {restarts} times in a row; giving up: {reason}")
-            }
-            Err(Stop::Failed(error)) => return Err(error),
-            Ok(()) => return Ok(()),
-        }
+    let policy = RestartPolicy::default();
+    match supervise(policy, || serve_once(config.clone())).await {
+        Ok(()) => Ok(()),
+        Err(Stop::RaftStopped(reason)) => anyhow::bail!("{reason}"),
+        Err(Stop::Failed(error)) => Err(error),
     }
 }
 
-enum Stop {
-    RaftStopped(String),
-    Failed(anyhow::Error),
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Stop {
-    fn from(error: E) -> Self {
-        Stop::Failed(error.into())
+/// One life of the node, as the supervisor sees it.
+async fn serve_once(config: NodeConfig) -> Result<(), Stop<anyhow::Error>> {
+    match serve_life(config).await {
+        Ok(None) => Ok(()),
+        Ok(Some(raft_stopped)) => Err(Stop::RaftStopped(raft_stopped)),
+        Err(error) => Err(Stop::Failed(error)),
     }
 }
 
-async fn serve_once(config: NodeConfig) -> Result<(), Stop> {
+/// Serves until a clean shutdown (`None`) or until Raft stops on its own (`Some(reason)`).
+async fn serve_life(config: NodeConfig) -> anyhow::Result<Option<String>> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -447,7 +437,7 @@ async fn serve_once(config: NodeConfig) -> Result<(), Stop> {
             if let Some(membership) = membership {
                 membership.shutdown().await;
             }
-            return Err(Stop::RaftStopped(reason));
+            return Ok(Some(reason));
         }
         result => result?,
     }
@@ -455,7 +445,7 @@ async fn serve_once(config: NodeConfig) -> Result<(), Stop> {
         membership.leave().await;
     }
     tracing::info!("loghouse node stopped cleanly");
-    Ok(())
+    Ok(None)
 }
 
 /// madsim-tokio has only Ctrl-C (the binary is only compiled there, never run).

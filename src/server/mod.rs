@@ -12,6 +12,7 @@ mod metrics;
 mod node;
 mod raft_rpc;
 mod service;
+pub mod supervisor;
 
 pub use auth::{decisions as auth_decisions, Decisions as AuthDecisions, Guard};
 pub use convert::status_from_log_error;
