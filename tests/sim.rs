@@ -298,6 +298,10 @@ const REGRESSION_SEEDS: &[(u64, usize, &[&str])] = &[
     // a flipped bit in an index entry's timestamp became a repaired replica's timestamp floor
     // after its cut: every record it got back was stamped 2^21 ms late (replicas-diverge)
     (70904, 3, &[]),
+    // a vote write whose fsync failed was read back from the page cache by the in-process
+    // restart and used; a later power loss took it back below the member's own log (openraft
+    // panicked: vote must GE last_leader_log_id). SlotFile now re-persists what it loads.
+    (733477, 3, &[]),
 ];
 
 fn run_all(settings: &Settings, runner: &Path, logs: &Path) -> ExitCode {
