@@ -49,9 +49,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 mod repair;
+mod syncer;
 
 use repair::RepairFile;
 pub use repair::{RepairState, VoteFloor};
+use syncer::DataSyncer;
 
 use super::log_store::LogStore;
 use super::meta::SlotFile;
@@ -446,6 +448,8 @@ impl std::fmt::Debug for Store {
 pub(crate) struct Inner {
     config: StoreConfig,
     data: Arc<Log>,
+    /// Fsyncs `data` on its own thread while an append fsyncs `entries`.
+    data_syncer: DataSyncer,
     entries: Log,
     /// Serializes every write (append, truncate, purge, vote, reset) in submission order; holds
     /// the poison cause.
@@ -511,9 +515,13 @@ impl Store {
         let (hwm, _) = watch::channel(0);
         let repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
         let (floor, _) = watch::channel(repair.state.vote_floor.clone());
+        let data = Arc::new(data);
+        let data_syncer = DataSyncer::start(&data)
+            .map_err(|e| StoreError::io("start the data log's fsync thread", e))?;
         let inner = Inner {
             config,
-            data: Arc::new(data),
+            data,
+            data_syncer,
             entries,
             writer: Mutex::new(None),
             rewrite: RwLock::new(()),
@@ -987,9 +995,20 @@ impl Inner {
             }
             // Blank and Membership entries add no client record: no data fsync then.
             let data_unsynced = self.data.durable_offset() < self.data.next_offset();
-            sync_both(data_unsynced.then_some(&*self.data), &self.entries)?;
+            self.sync_both(data_unsynced)?;
             self.clear_floor_if_reached()
         })
+    }
+
+    /// Fsyncs the entry log, and the data log too when `data_unsynced`: the data log on its
+    /// fsync thread meanwhile (either order is safe: reconcile at open handles both).
+    fn sync_both(&self, data_unsynced: bool) -> Result<(), StoreError> {
+        if !data_unsynced {
+            return self.entries.sync().map(drop).map_err(entry_log_err);
+        }
+        let (data_synced, entries_synced) = self.data_syncer.sync_while(|| self.entries.sync());
+        data_synced.map_err(data_log_err)?;
+        entries_synced.map(drop).map_err(entry_log_err)
     }
 
     fn validate_append(&self, entries: &[Entry]) -> Result<(), StoreError> {
@@ -1519,27 +1538,6 @@ pub(crate) fn snapshot_data(body: Vec<u8>) -> Box<Cursor<Vec<u8>>> {
 }
 
 /// Runs a blocking store operation (writes and fsyncs) off the async worker threads: through
-/// Fsyncs the data log (if given) and the entry log: on two threads in production, so an append
-/// costs one fsync's latency rather than two; one after the other under madsim (no threads).
-fn sync_both(data: Option<&Log>, entries: &Log) -> Result<(), StoreError> {
-    let Some(data) = data else {
-        return entries.sync().map(drop).map_err(entry_log_err);
-    };
-    #[cfg(not(madsim))]
-    let (data_synced, entries_synced) = std::thread::scope(|scope| {
-        let data_sync = scope.spawn(|| data.sync());
-        let entries_synced = entries.sync();
-        let data_synced = data_sync
-            .join()
-            .expect("the data log's fsync thread panicked");
-        (data_synced, entries_synced)
-    });
-    #[cfg(madsim)]
-    let (data_synced, entries_synced) = (data.sync(), entries.sync());
-    data_synced.map_err(data_log_err)?;
-    entries_synced.map(drop).map_err(entry_log_err)
-}
-
 /// `spawn_blocking` in production, inline under madsim (no threads in the simulation; its
 /// `spawn_blocking` would only run the closure as a task anyway).
 pub(crate) async fn off_thread<T, F>(f: F) -> Result<T, StoreError>
