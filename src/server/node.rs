@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tonic::Status;
 
 use super::admission::Admission;
@@ -273,6 +274,16 @@ impl Node {
     /// Queues `records` (already validated against the limits) for the log. Waits while the
     /// write queue is full; refused at once (UNAVAILABLE naming the leader) on a follower.
     pub async fn submit(&self, records: Vec<NewRecord>) -> Result<PendingWrite, Status> {
+        self.submit_before(records, None).await
+    }
+
+    /// `submit`, where a member waits for enough voters (`cluster.min_replicas`) no later than
+    /// `deadline` (the call's gRPC deadline).
+    pub async fn submit_before(
+        &self,
+        records: Vec<NewRecord>,
+        deadline: Option<Instant>,
+    ) -> Result<PendingWrite, Status> {
         match &self.inner.writer {
             Writer::Standalone(committer) => {
                 let pending = committer
@@ -287,7 +298,7 @@ impl Node {
                 let values = records.into_iter().map(|r| r.value).collect();
                 let pending = raft
                     .proposer()
-                    .submit(values)
+                    .submit_before(values, deadline)
                     .await
                     .map_err(status_from_propose_error)?;
                 Ok(Box::pin(async move {
@@ -302,9 +313,13 @@ impl Node {
         }
     }
 
-    /// `submit`, then wait for the acknowledgement.
-    pub async fn append(&self, records: Vec<NewRecord>) -> Result<Range<u64>, Status> {
-        self.submit(records).await?.await
+    /// `submit_before`, then wait for the acknowledgement.
+    pub async fn append_before(
+        &self,
+        records: Vec<NewRecord>,
+        deadline: Option<Instant>,
+    ) -> Result<Range<u64>, Status> {
+        self.submit_before(records, deadline).await?.await
     }
 
     /// Every member this node knows of, with what it knows about each.

@@ -349,13 +349,14 @@ impl log_server::Log for LogService {
     ) -> Result<Response<proto::ProduceResponse>, Status> {
         self.authorize(&request, Action::Produce)?;
         let span = tracing::info_span!("produce", bytes = Empty, offset = Empty);
+        let deadline = deadline_of(&request);
         let call = async {
             let record = self.new_record(request.into_inner().record)?;
             let bytes = record.value.len() as u64;
             tracing::Span::current().record("bytes", bytes);
             // Held until the record is acknowledged.
             let _room = self.node.admission().request_bytes(bytes).await?;
-            let range = self.node.append(vec![record]).await?;
+            let range = self.node.append_before(vec![record], deadline).await?;
             tracing::Span::current().record("offset", range.start);
             self.node.metrics().produced(1, bytes);
             Ok(Response::new(proto::ProduceResponse {
@@ -498,6 +499,7 @@ impl log_server::Log for LogService {
         request: Request<proto::ProduceBatchRequest>,
     ) -> Result<Response<proto::ProduceBatchResponse>, Status> {
         self.authorize(&request, Action::Produce)?;
+        let deadline = deadline_of(&request);
         let records = request.into_inner().records;
         let span = tracing::info_span!(
             "produce_batch",
@@ -524,7 +526,7 @@ impl log_server::Log for LogService {
             tracing::Span::current().record("bytes", bytes);
             // Held until the batch is acknowledged.
             let _room = self.node.admission().request_bytes(bytes).await?;
-            let range = self.node.append(records).await?;
+            let range = self.node.append_before(records, deadline).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
             self.node.metrics().produced(count, bytes);
@@ -869,5 +871,53 @@ impl Answers {
             .observe(append.started.elapsed());
         metrics.produced(records, append.bytes);
         tracing::debug!(first_offset = offsets.start, records, "acknowledged");
+    }
+}
+
+/// The call's deadline, from its `grpc-timeout` header (gRPC over HTTP/2: an integer of at most
+/// 8 digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`), measured from when the call arrived.
+/// None when absent or malformed (a bad header is not worth failing the call for).
+fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
+    let text = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    grpc_timeout(text).map(|timeout| Instant::now() + timeout)
+}
+
+fn grpc_timeout(text: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeout_headers() {
+        assert_eq!(grpc_timeout("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "S", "10", "10s", "x5S", "123456789S", "-1S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }
