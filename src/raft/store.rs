@@ -50,7 +50,7 @@ use tokio::sync::watch;
 
 mod repair;
 
-use repair::RepairFile;
+use repair::{RepairFile, TailLoss};
 pub use repair::{RepairState, VoteFloor};
 
 use super::log_store::LogStore;
@@ -58,7 +58,7 @@ use super::meta::SlotFile;
 use super::state_machine::StateMachine;
 use super::types::{BasicNode, Entry, LogId, NodeId, ProduceAck, ProduceBatch, ProducerSeq};
 use crate::io::{Clock, Disk};
-use crate::log::{Log, LogConfig, LogError, NewRecord, Record};
+use crate::log::{CorruptTail, Log, LogConfig, LogError, NewRecord, Record};
 
 /// Entry-record kinds (the record's `kind` field in the entry log).
 pub const KIND_NORMAL: u32 = 1;
@@ -100,10 +100,13 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// The layout under `data_dir`: `data` keeps its limits but moves to `<data_dir>/data`, and
-    /// its retention limits move to `retention_*`.
+    /// its retention limits move to `retention_*`. Both logs cut a corrupt tail at open
+    /// (`CorruptTail::Cut`): a member gets those entries back from its peers, and the store
+    /// records the loss first (see `store::repair`).
     pub fn new(data_dir: &Path, data: LogConfig) -> Self {
         let mut data = data;
         data.dir = data_dir.join("data");
+        data.corrupt_tail = CorruptTail::Cut;
         let (retention_bytes_max, retention_ms_max) = (
             data.retention_bytes_max.take(),
             data.retention_ms_max.take(),
@@ -114,6 +117,7 @@ impl StoreConfig {
         entries.index_bytes_max = ENTRY_INDEX_BYTES;
         entries.sync = data.sync;
         entries.metrics = data.metrics.clone();
+        entries.corrupt_tail = CorruptTail::Cut;
         StoreConfig {
             data,
             entries,
@@ -467,9 +471,10 @@ pub(crate) struct Inner {
 }
 
 impl Store {
-    /// Opens (or creates) the store: both logs recover their own torn tails, a pending reset is
-    /// finished, the logs are reconciled, and the persisted applied and committed log ids are
-    /// clamped to the log that survived.
+    /// Opens (or creates) the store: both logs recover their own torn tails (and cut a corrupt
+    /// one, recording the loss first: see `store::repair`), a pending reset is finished, the
+    /// logs are reconciled, and the persisted applied and committed log ids are clamped to the
+    /// log that survived.
     pub fn open(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
@@ -494,22 +499,38 @@ impl Store {
             c.retention_bytes_max = None;
             c.retention_ms_max = None;
         }
-        let data = Log::open(disk.clone(), clock.clone(), config.data.clone())
-            .map_err(StoreError::Data)?;
-        let entries =
-            Log::open(disk.clone(), clock, config.entries.clone()).map_err(StoreError::Entries)?;
         let meta_path = config.meta_dir.join("meta");
         let (file, state, _) =
             SlotFile::<HardState>::open(disk.clone(), &meta_path, META_SLOT_BYTES)
                 .map_err(|e| StoreError::io(format!("open {}", meta_path.display()), e))?;
         let meta = MetaFile { file, state };
+        let mut repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
+        // A tail cut at open loses entries like damage found by a read: it is recorded in
+        // `raft/repair` before the cut is made (see `repair::TailLoss`). The entry log opens
+        // first: what a data-log cut costs is counted in entries.
+        let entries = {
+            let loss = TailLoss::new(&meta.state, None);
+            Log::open_before_cut(
+                disk.clone(),
+                clock.clone(),
+                config.entries.clone(),
+                &mut |cut| loss.record(&mut repair, cut),
+            )
+            .map_err(StoreError::Entries)?
+        };
+        let data = {
+            let loss = TailLoss::new(&meta.state, Some(&entries));
+            Log::open_before_cut(disk.clone(), clock, config.data.clone(), &mut |cut| {
+                loss.record(&mut repair, cut)
+            })
+            .map_err(StoreError::Data)?
+        };
         let (applied_file, applied) = open_applied(&disk, &config.meta_dir.join("applied"))?;
         let cache = TailCache {
             bytes_max: config.tail_cache_bytes_max,
             ..TailCache::default()
         };
         let (hwm, _) = watch::channel(0);
-        let repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
         let (floor, _) = watch::channel(repair.state.vote_floor.clone());
         let inner = Inner {
             config,
@@ -677,8 +698,11 @@ impl Inner {
             self.finish_reset(pending)?;
             self.meta.lock().update(|h| h.pending_reset = None)?;
         }
-        self.repair_at_open()?;
+        let repairing = self.repair_at_open()?;
         self.reconcile()?;
+        if repairing {
+            self.finish_repair()?;
+        }
         let hard = self.meta.lock().state.clone();
         let last = self.read_last()?;
         let pos = Positions {
