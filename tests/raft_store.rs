@@ -278,17 +278,53 @@ async fn limited_reads_stop_at_the_byte_budget_but_return_at_least_one_entry() {
     assert_eq!(all_entries(&mut ls).await, entries);
 }
 
+/// Replicated entries are bounded by the format's hard limit only: the configured
+/// `record_bytes_max` bounds client produces on the node that accepts them. A follower
+/// restarted with a lower limit still takes (and serves) what its leader accepted.
 #[tokio::test]
-async fn a_record_larger_than_the_data_limit_is_refused_without_poisoning() {
-    let store = open(Arc::new(SimDisk::new(3)), Path::new("/n"));
+async fn replicated_records_are_bounded_by_the_hard_limit_not_the_configured_one() {
+    let disk = SimDisk::new(3);
+    let dir = Path::new("/n");
+    let store = open(Arc::new(disk.clone()), dir);
     let mut ls = store.log_store();
-    let err = ls
-        .blocking_append([normal(1, 0, 1, 600)])
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("limit"), "{err}");
-    ls.blocking_append([normal(1, 0, 1, 100)]).await.unwrap();
-    assert_eq!(all_entries(&mut ls).await.len(), 1);
+    ls.blocking_append([normal(1, 0, 1, 500)]).await.unwrap();
+    drop((ls, store));
+    disk.crash();
+
+    // Restarted with a limit below what it already holds and what the leader sends.
+    let mut lower = config(dir);
+    lower.data.record_bytes_max = 100;
+    let store = Store::open(Arc::new(disk.clone()), clock(), lower).unwrap();
+    let mut ls = store.log_store();
+    ls.blocking_append([normal(1, 1, 2, 600)]).await.unwrap();
+    let got = all_entries(&mut ls).await;
+    assert_eq!(got, vec![normal(1, 0, 1, 500), normal(1, 1, 2, 600)]);
+
+    // Past the format's limit: refused, and the store still takes writes (not poisoned).
+    let huge = Entry {
+        log_id: lid(1, 2),
+        payload: EntryPayload::Normal(ProduceBatch {
+            values: vec![Bytes::from(vec![
+                0u8;
+                loghouse::log::RECORD_BYTES_LIMIT as usize
+                    + 1
+            ])],
+            timestamp_ms: 1_000_000,
+            producer: None,
+        }),
+    };
+    let err = ls.blocking_append([huge]).await.unwrap_err();
+    assert!(err.to_string().contains("format's limit"), "{err}");
+    ls.blocking_append([normal(1, 2, 1, 100)]).await.unwrap();
+    assert_eq!(all_entries(&mut ls).await.len(), 3);
+    drop((ls, store));
+
+    // And with a higher limit again, everything is still there.
+    let mut higher = config(dir);
+    higher.data.record_bytes_max = 1000;
+    let store = Store::open(Arc::new(disk), clock(), higher).unwrap();
+    assert_eq!(all_entries(&mut store.log_store()).await.len(), 3);
+    assert_reconciled(&store);
 }
 
 // ---- truncate, purge ----

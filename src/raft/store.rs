@@ -58,7 +58,7 @@ use super::meta::SlotFile;
 use super::state_machine::StateMachine;
 use super::types::{BasicNode, Entry, LogId, NodeId, ProduceAck, ProduceBatch, ProducerSeq};
 use crate::io::{Clock, Disk};
-use crate::log::{CorruptTail, Log, LogConfig, LogError, NewRecord, Record};
+use crate::log::{CorruptTail, Log, LogConfig, LogError, NewRecord, Record, RECORD_BYTES_LIMIT};
 
 /// Entry-record kinds (the record's `kind` field in the entry log).
 pub const KIND_NORMAL: u32 = 1;
@@ -1016,13 +1016,17 @@ impl Inner {
         })
     }
 
+    /// Replicated entries are bounded by the format's hard limit only: the configured
+    /// `record_bytes_max` bounds client produces on the node that accepts them (the service
+    /// checks it), and a follower restarted with a lower limit must still take what its leader
+    /// accepted.
     fn validate_append(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let max = u64::from(self.data.config().record_bytes_max);
+        let max = u64::from(RECORD_BYTES_LIMIT);
         for entry in entries {
             if let EntryPayload::Normal(batch) = &entry.payload {
                 if let Some(v) = batch.values.iter().find(|v| v.len() as u64 > max) {
                     return Err(StoreError::Invalid(format!(
-                        "entry {} holds a record of {} bytes; the limit is {max}",
+                        "entry {} holds a record of {} bytes; the format's limit is {max}",
                         entry.log_id.index,
                         v.len()
                     )));
