@@ -72,3 +72,8 @@ pub use index::ENTRY_BYTES as INDEX_ENTRY_BYTES;
 pub use log::{Log, LogInfo, OpenReport};
 pub use record::{NewRecord, Record};
 pub use segment::{FrameId, TailCut, TailKind};
+
+/// The store file of the segment starting at `base` in the log directory `dir`.
+pub fn store_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
+    dir.join(segment::file_name(base, segment::FileKind::Store))
+}

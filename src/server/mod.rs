@@ -11,6 +11,7 @@ mod member;
 mod metrics;
 mod node;
 mod raft_rpc;
+pub mod repair;
 mod service;
 
 pub use auth::{decisions as auth_decisions, Decisions as AuthDecisions, Guard};
