@@ -152,7 +152,7 @@ fn a_corrupt_length_that_runs_past_the_end_is_still_corruption() {
     flip(&store, at[1] + 2, 0x40); // len += 4 MiB
     let err = open(Arc::new(StdDisk), small_config(dir.path())).unwrap_err();
     assert!(
-        matches!(err, LogError::CorruptTail { cut, .. } if cut.position == at[1]),
+        matches!(&err, LogError::CorruptTail { cut, .. } if cut.position == at[1]),
         "{err}"
     );
 }

@@ -30,7 +30,7 @@ pub enum LogError {
     CorruptTail {
         segment: PathBuf,
         reason: String,
-        cut: TailCut,
+        cut: Box<TailCut>,
     },
     #[error("the log refuses writes after an earlier failure ({cause}); reopen it")]
     Poisoned { cause: String },

@@ -44,7 +44,7 @@ pub enum NodeError {
         data_dir: PathBuf,
         segment: PathBuf,
         reason: String,
-        cut: TailCut,
+        cut: Box<TailCut>,
     },
     #[error(transparent)]
     Raft(#[from] RaftNodeError),

@@ -349,7 +349,7 @@ impl Segment {
             return Err(LogError::CorruptTail {
                 segment: self.store_path.clone(),
                 reason: refusal(&reason, later),
-                cut,
+                cut: Box::new(cut),
             });
         }
         let context = || format!("truncate {}", self.store_path.display());
