@@ -127,3 +127,64 @@ async fn a_higher_record_limit_after_a_restart_keeps_every_record_and_takes_larg
         assert!(node.terminate().await.success());
     }
 }
+
+/// Every size and batching limit of a standalone node's config file, lowered after records were
+/// written under the defaults (and raised again): each record is still served whole by Consume,
+/// ConsumeBatch and ConsumeStream, after kill -9 and after SIGTERM, and the new limits bound
+/// only new produces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_and_raising_every_size_and_batching_limit_loses_nothing() {
+    use futures::StreamExt;
+    use loghouse::client::Start;
+
+    const LOW: &str = "record_bytes_max = 1000\n\
+        segment_bytes_max = 8192\n\
+        index_bytes_max = 48\n\
+        [limits]\n\
+        message_bytes_max = 2048\n\
+        batch_records_max = 2\n\
+        consume_records_max = 2\n\
+        consume_bytes_max = 2048\n\
+        stream_appends_in_flight_max = 2\n\
+        stream_appends_in_flight_bytes_max = 2048\n\
+        stream_buffer_messages_max = 2\n\
+        stream_buffer_bytes_max = 2048\n";
+    for how in [Stop::Kill9, Stop::Sigterm] {
+        let root = tempfile::tempdir().unwrap();
+        let low = root.path().join("low.toml");
+        std::fs::write(&low, LOW).unwrap();
+        let low_args = ["--config", low.to_str().unwrap()];
+        let (mut node, client, mut written) =
+            restart_with(root.path(), 5_000, &[], how, &low_args).await;
+        // Whole records, larger than every limit now: one per batch, one per stream message.
+        let batch = client.consume_batch(0, 0).await.unwrap();
+        assert_eq!(batch.records.len(), 1, "{how:?}");
+        assert_eq!(batch.records[0].value, written[0]);
+        let mut stream = client.follow(Start::Offset(0)).await.unwrap();
+        let mut streamed = Vec::new();
+        while streamed.len() < 5 {
+            let records = stream.next().await.expect("the stream goes on").unwrap();
+            streamed.extend(records.into_iter().map(|r| r.value));
+        }
+        drop(stream);
+        assert_eq!(streamed, written, "{how:?}");
+        // New produces meet the new limits.
+        invalid_argument(client.produce(value(5, 1_001)).await);
+        let refused = client
+            .produce_batch(vec![value(5, 10), value(6, 10), value(7, 10)])
+            .await;
+        assert!(refused.is_err(), "{how:?}: batch_records_max = 2");
+        assert_eq!(client.produce(value(5, 1_000)).await.unwrap(), 5);
+        written.push(value(5, 1_000));
+        drop(client);
+
+        // Raised back to the defaults, stopped the same way: everything is there.
+        stop(&mut node, how).await;
+        node.start(&[]);
+        let client = node.client().await;
+        assert_eq!(consume_all(&client, 6).await, written, "{how:?}");
+        assert_eq!(client.produce(value(6, 5_000)).await.unwrap(), 6);
+        drop(client);
+        assert!(node.terminate().await.success());
+    }
+}
