@@ -1343,3 +1343,81 @@ async fn a_death_at_any_step_of_an_open_that_cuts_still_ends_repaired() {
     }
     assert!(n > 3, "the open took {n} mutating calls");
 }
+
+// ---- limits across restarts (issue 15) ----
+
+/// A store restarted with each size limit of its data and entry logs lowered or raised, after a
+/// close, a kill (dropped) and a power loss (the sim disk crashes): every entry and record is
+/// kept, nothing is cut, no floor is raised, the vote stays as it was, and appends go on.
+#[tokio::test]
+async fn restarting_with_lower_or_higher_log_limits_loses_no_entry() {
+    type Tweak = fn(&mut StoreConfig);
+    let cases: [(&str, Tweak); 10] = [
+        ("data record lower", |c| c.data.record_bytes_max = 100),
+        ("data record higher", |c| c.data.record_bytes_max = 1_000),
+        ("data segment lower", |c| c.data.segment_bytes_max = 600),
+        ("data segment higher", |c| c.data.segment_bytes_max = 20_000),
+        ("data index lower", |c| c.data.index_bytes_max = 24),
+        ("data index higher", |c| c.data.index_bytes_max = 4_096),
+        ("entry segment lower", |c| c.entries.segment_bytes_max = 600),
+        ("entry segment higher", |c| {
+            c.entries.segment_bytes_max = 20_000
+        }),
+        ("entry index lower", |c| c.entries.index_bytes_max = 24),
+        ("entry index higher", |c| c.entries.index_bytes_max = 4_096),
+    ];
+    #[derive(Debug, Clone, Copy)]
+    enum Stop {
+        Close,
+        Kill,
+        PowerLoss,
+    }
+    for (name, tweak) in cases {
+        for stop in [Stop::Close, Stop::Kill, Stop::PowerLoss] {
+            let context = format!("{name} after {stop:?}");
+            let disk = SimDisk::new(21);
+            let dir = Path::new("/n");
+            let stop_store = |store: Store| match stop {
+                Stop::Close => store.close().unwrap(),
+                Stop::Kill => drop(store),
+                Stop::PowerLoss => {
+                    drop(store);
+                    disk.crash();
+                }
+            };
+            let store = open(Arc::new(disk.clone()), dir);
+            let mut ls = store.log_store();
+            let vote = Vote::new_committed(2, 1);
+            ls.save_vote(&vote).await.unwrap();
+            let mut entries = vec![blank(1, 0), membership(1, 1, &[1, 2, 3])];
+            entries.extend((2..12).map(|i| normal(2, i, 3, 50 * (i as usize % 9) + 40)));
+            ls.blocking_append(entries.clone()).await.unwrap();
+            drop(ls);
+            stop_store(store);
+
+            let mut changed = config(dir);
+            tweak(&mut changed);
+            let reopen = || Store::open(Arc::new(disk.clone()), clock(), changed.clone());
+            let store = reopen().unwrap_or_else(|e| panic!("{context}: {e}"));
+            assert_eq!(store.data_log().open_report().tail_cut, None, "{context}");
+            assert_eq!(store.entry_log().open_report().tail_cut, None, "{context}");
+            let mut ls = store.log_store();
+            assert_eq!(all_entries(&mut ls).await, entries, "{context}");
+            assert_reconciled(&store);
+            assert_eq!(floor_of(&store), None, "{context}");
+            assert_eq!(ls.read_vote().await.unwrap(), Some(vote), "{context}");
+            // Appends go on under the new limits (records up to the old limit: replicated
+            // appends are bounded by the format's limit only).
+            let more: Vec<Entry> = (12..20).map(|i| normal(2, i, 2, 500)).collect();
+            ls.blocking_append(more.clone()).await.unwrap();
+            entries.extend(more);
+            drop(ls);
+            stop_store(store);
+
+            let store = reopen().unwrap();
+            let mut ls = store.log_store();
+            assert_eq!(all_entries(&mut ls).await, entries, "{context}, again");
+            assert_reconciled(&store);
+        }
+    }
+}
