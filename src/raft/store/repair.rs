@@ -239,6 +239,7 @@ impl Inner {
         else {
             return Ok(false);
         };
+        let past_the_log = index >= self.entries.next_offset();
         if restart_empty {
             tracing::warn!(index, "repair: restarting the log empty at the purge point");
             self.restart_empty()?;
@@ -247,6 +248,11 @@ impl Inner {
             tracing::warn!(index, %error, "repair: cannot cut the log at the damage");
             self.repair.lock().update(|r| r.restart_empty = true)?;
             return Err(StoreError::Reopen(error.to_string()));
+        } else if past_the_log {
+            tracing::warn!(
+                index,
+                "repair: the log was cut at open; finishing the repair"
+            );
         } else {
             tracing::warn!(index, "repair: dropped the log from the damaged entry");
         }
