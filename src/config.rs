@@ -155,13 +155,6 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// The largest Raft message (both ends' gRPC limit): the replicated bytes plus one entry,
-    /// which is at most `entry_bytes_max` or one request of `message_bytes_max` that travels
-    /// alone, plus framing.
-    pub fn raft_message_bytes_max(&self, limits: &Limits) -> usize {
-        self.replicate_bytes_max + self.entry_bytes_max.max(limits.message_bytes_max) + (1 << 20)
-    }
-
     /// The voters that must hold an entry before its write is acknowledged: `min_replicas`, or
     /// a majority of `voters_target`.
     pub fn min_replicas(&self) -> usize {
@@ -235,7 +228,11 @@ impl ClusterConfig {
                 self.entry_records_max as u64,
                 1_000_000,
             ),
-            ("entry_bytes_max", self.entry_bytes_max as u64, 64 << 20),
+            (
+                "entry_bytes_max",
+                self.entry_bytes_max as u64,
+                ENTRY_BYTES_LIMIT as u64,
+            ),
             (
                 "entries_in_flight_max",
                 self.entries_in_flight_max as u64,
@@ -245,7 +242,7 @@ impl ClusterConfig {
             (
                 "replicate_bytes_max",
                 self.replicate_bytes_max as u64,
-                64 << 20,
+                REPLICATE_BYTES_LIMIT as u64,
             ),
         ];
         for (name, value, max) in checks {
@@ -256,6 +253,21 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+/// The largest Raft message (both ends' gRPC limit): the replicated bytes plus one entry,
+/// which is at most `entry_bytes_max` or one request of `message_bytes_max` that travels alone,
+/// plus framing. Judged by the hard limits of those settings, not by their values on this
+/// member: the entries a member sends or receives may have been made under other limits (its
+/// own before a restart, or another leader's), and a replica that cannot take one never catches
+/// up. Replicated appends are bounded by the hard limits only.
+pub const RAFT_MESSAGE_BYTES_MAX: usize = REPLICATE_BYTES_LIMIT + MESSAGE_BYTES_LIMIT + (1 << 20);
+
+/// The largest `limits.message_bytes_max` accepted.
+pub const MESSAGE_BYTES_LIMIT: usize = 256 << 20;
+/// The largest `cluster.entry_bytes_max` accepted.
+pub const ENTRY_BYTES_LIMIT: usize = 64 << 20;
+/// The largest `cluster.replicate_bytes_max` accepted.
+pub const REPLICATE_BYTES_LIMIT: usize = 64 << 20;
 
 /// The longest `cluster.min_replicas_wait_ms` accepted (10 minutes).
 pub const MIN_REPLICAS_WAIT_MS_MAX: u64 = 600_000;
@@ -647,11 +659,22 @@ fn read_text(setting: &'static str, path: &std::path::Path) -> Result<String, Co
 }
 
 impl Limits {
+    /// The largest response the node sends (the server's gRPC encoding limit):
+    /// `message_bytes_max`, or one stored record whatever its size. A response carries at
+    /// least one record, and a record written under a higher `record_bytes_max` must stay
+    /// readable after the limits are lowered.
+    pub fn response_bytes_max(&self) -> usize {
+        let one_record = crate::log::RECORD_BYTES_LIMIT as usize + 64 * 1024;
+        self.message_bytes_max.max(one_record)
+    }
+
     fn validate(&self, record_bytes_max: u32) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         // A produce request carries one record plus a few bytes of framing.
         let record_message_bytes = record_bytes_max as usize + 1024;
-        if self.message_bytes_max < record_message_bytes || self.message_bytes_max > 256 << 20 {
+        if self.message_bytes_max < record_message_bytes
+            || self.message_bytes_max > MESSAGE_BYTES_LIMIT
+        {
             return invalid(format!(
                 "limits.message_bytes_max = {} must be at least record_bytes_max + 1 KiB ({record_message_bytes}) \
                  and at most 256 MiB",

@@ -53,6 +53,22 @@ enum Command {
     /// Make a CA, node and client certificates, a gossip key and an ACL for a local secure
     /// cluster (see README, Security).
     Certs(CertsArgs),
+    /// Cut a corrupt tail off a stopped standalone node's log, saying what it drops.
+    ///
+    /// A standalone node whose log ends in corruption (a bad record followed by valid ones)
+    /// refuses to start and names this command. It opens the log, cuts the last segment at the
+    /// bad record, prints the segment, the position, the bytes and records dropped and the last
+    /// offset kept (or that nothing needed cutting), and closes the log. Stop the node first.
+    /// Cluster members are refused: they repair themselves from their peers when they start.
+    /// See README, Crash recovery.
+    Repair(RepairArgs),
+}
+
+#[derive(clap::Args)]
+struct RepairArgs {
+    /// The stopped node's data directory (as given to `serve`).
+    #[arg(long, env = "LOGHOUSE_DATA_DIR")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -220,6 +236,7 @@ fn main() -> anyhow::Result<()> {
         // The storage benchmark builds its own runtimes (one per row).
         Command::Bench(BenchCommand::Log(options)) => return loghouse::bench::log::run(options),
         Command::Certs(args) => return certs(args),
+        Command::Repair(args) => return repair(args),
         command => command,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -238,7 +255,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(BenchCommand::Cluster(options)) => {
                 loghouse::bench::cluster::run(options).await
             }
-            Command::Bench(BenchCommand::Log(_)) | Command::Certs(_) => {
+            Command::Bench(BenchCommand::Log(_)) | Command::Certs(_) | Command::Repair(_) => {
                 unreachable!("matched above")
             }
         }
@@ -366,6 +383,50 @@ fn certs(args: CertsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+/// `loghouse repair`: prints what was cut (or that nothing needed cutting) on stdout.
+fn repair(args: RepairArgs) -> anyhow::Result<()> {
+    use loghouse::log::TailKind;
+    let repaired = loghouse::server::repair::repair_standalone(
+        Arc::new(StdDisk),
+        Arc::new(SystemClock),
+        &args.data_dir,
+    )?;
+    let log_dir = repaired.log_dir.display();
+    let Some((segment, cut)) = repaired.cut else {
+        println!("nothing to cut: the log in {log_dir} ends with a whole, valid record");
+        print_kept(repaired.lowest_offset, repaired.next_offset);
+        return Ok(());
+    };
+    let what = match cut.kind {
+        TailKind::Corrupt => "corruption: a bad record followed by valid ones",
+        TailKind::Torn => "a torn write: an incomplete or bad last record",
+        TailKind::Unwritten => "unwritten space (zeros) and the unsynced records after it",
+    };
+    println!("cut the tail of the log in {log_dir} ({what})");
+    println!("segment         {}", segment.display());
+    println!("position        {}", cut.position);
+    println!("bytes dropped   {}", cut.bytes_dropped);
+    match cut.records_dropped {
+        0 => println!("records dropped 0 whole records"),
+        n => println!(
+            "records dropped {n} (offsets {} to {})",
+            cut.first_dropped,
+            cut.first_dropped + n - 1
+        ),
+    }
+    print_kept(repaired.lowest_offset, repaired.next_offset);
+    Ok(())
+}
+
+fn print_kept(lowest: u64, next: u64) {
+    match next.checked_sub(1).filter(|last| *last >= lowest) {
+        Some(last) => {
+            println!("last offset kept {last} (the log holds offsets {lowest} to {last})")
+        }
+        None => println!("last offset kept none (the log is empty; the next offset is {next})"),
+    }
+}
+
 /// A member whose Raft stops on its own (damage found in its log, a storage failure) is started
 /// again by the supervisor (its store repairs damage and re-syncs what it keeps when it reopens),
 /// within a restart budget that a healthy period resets (`server::supervisor`).

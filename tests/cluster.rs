@@ -329,3 +329,61 @@ async fn a_member_refuses_to_advertise_an_address_the_others_cannot_reach() {
     let error = relaxed.validate().unwrap_err().to_string();
     assert!(error.contains("always fsync"), "{error}");
 }
+
+/// A follower restarted with every size and batching limit lowered (issue 15) still takes the
+/// entries its leader made under the defaults (a 2.7 MiB batch, larger than any of its own
+/// limits now), keeps them, and serves their records; the leader bounds new produces by its
+/// own limits. Replicated appends and responses are bounded by the hard limits only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_restarted_with_lower_limits_takes_and_serves_entries_made_under_higher_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = start_three(dir.path()).await;
+    let at = members.iter().position(|m| !m.is_leader()).unwrap();
+    let follower = members.remove(at);
+    let follower_id = follower.id;
+    follower.kill().await;
+
+    // One ProduceBatch of three 900 KiB records: one Raft entry of about 2.7 MiB.
+    let big: Vec<Bytes> = (0..3u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 900 * 1024]))
+        .collect();
+    let client = Client::connect_cluster(&members[0].addr).await.unwrap();
+    assert_eq!(client.produce_batch(big.clone()).await.unwrap(), 0);
+
+    let lower = |config: &mut NodeConfig| {
+        config.record_bytes_max = 16 * 1024;
+        config.segment_bytes_max = 64 * 1024;
+        config.index_bytes_max = 1024;
+        config.limits.message_bytes_max = 32 * 1024;
+        config.limits.consume_bytes_max = 32 * 1024;
+        config.limits.batch_records_max = 4;
+        config.limits.stream_appends_in_flight_bytes_max = 32 * 1024;
+        config.limits.stream_buffer_bytes_max = 32 * 1024;
+        let cluster = config.cluster.as_mut().unwrap();
+        cluster.entry_bytes_max = 16 * 1024;
+        cluster.entry_records_max = 4;
+        cluster.replicate_bytes_max = 16 * 1024;
+        cluster.payload_entries_max = 2;
+    };
+    let seed = vec![members[0].gossip];
+    let back = TestMember::start_with(dir.path(), follower_id, seed, lower).await;
+    let node = back.node.clone();
+    eventually("the restarted follower catches up", || {
+        node.committed_offset() == 3
+    })
+    .await;
+    // Its own (lowered) limits do not hide what it holds: each record is served whole.
+    let member = Client::connect(&back.addr).await.unwrap();
+    for (offset, value) in big.iter().enumerate() {
+        assert_eq!(&member.consume(offset as u64).await.unwrap().value, value);
+    }
+    assert_eq!(read_all(&back.addr, 3).await, big);
+    // New writes are bounded by the leader's limits (the defaults): a 900 KiB record is still
+    // accepted there, and replicated to the lowered follower.
+    assert_eq!(client.produce(big[0].clone()).await.unwrap(), 3);
+    eventually("the follower takes the next entry", || {
+        node.committed_offset() == 4
+    })
+    .await;
+    assert_eq!(member.consume(3).await.unwrap().value, big[0]);
+}

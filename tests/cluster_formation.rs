@@ -21,6 +21,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use loghouse::client::Client;
+use process_support::{free_tcp_port, free_udp_port};
+
+mod process_support;
 
 /// A client generated from the original log.v1 proto alone (tests/original/log.proto).
 mod original {
@@ -109,16 +112,6 @@ impl Drop for Member {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
 }
 
 /// Polls `attempt` until it returns `Some`; panics naming `what` (and showing the members'

@@ -85,6 +85,7 @@ fn a_crc_failing_final_frame_is_a_torn_tail_and_is_cut() {
             records_dropped: 0,
             kind: TailKind::Torn,
             last_valid_after: None,
+            first_dropped: 12,
         }
     );
     assert!(!cut.is_corruption());
@@ -104,17 +105,30 @@ fn a_bad_frame_followed_by_valid_ones_is_refused_and_nothing_changes() {
     let before = std::fs::read(&store).unwrap();
     let listing = segment_files(dir.path(), "");
     match open(Arc::new(StdDisk), small_config(dir.path())) {
-        Err(LogError::Corrupt {
-            segment,
-            position,
-            reason,
-        }) => {
-            assert_eq!((segment, position), (store.clone(), bad));
+        Err(error @ LogError::CorruptTail { .. }) => {
+            let message = error.to_string();
+            let LogError::CorruptTail {
+                segment,
+                reason,
+                cut,
+            } = error
+            else {
+                unreachable!()
+            };
+            assert_eq!((segment, cut.position), (store.clone(), bad));
+            assert_eq!(cut.kind, TailKind::Corrupt);
+            assert_eq!(cut.first_dropped, base + 1);
+            assert_eq!(cut.records_dropped, 12 - base);
+            assert_eq!(cut.bytes_dropped, before.len() as u64 - bad);
             assert!(reason.contains("CRC"), "{reason}");
-            assert!(reason.contains("corrupt_tail = cut"), "{reason}");
             assert!(reason.contains(&format!("offset {}", 12)), "{reason}");
+            assert!(message.contains("corrupt_tail = cut"), "{message}");
+            assert!(
+                message.contains(&format!("drop {} bytes", cut.bytes_dropped)),
+                "{message}"
+            );
         }
-        other => panic!("expected Corrupt, got {other:?}"),
+        other => panic!("expected CorruptTail, got {other:?}"),
     }
     assert_eq!(
         std::fs::read(&store).unwrap(),
@@ -138,7 +152,7 @@ fn a_corrupt_length_that_runs_past_the_end_is_still_corruption() {
     flip(&store, at[1] + 2, 0x40); // len += 4 MiB
     let err = open(Arc::new(StdDisk), small_config(dir.path())).unwrap_err();
     assert!(
-        matches!(err, LogError::Corrupt { position, .. } if position == at[1]),
+        matches!(&err, LogError::CorruptTail { cut, .. } if cut.position == at[1]),
         "{err}"
     );
 }
@@ -166,6 +180,7 @@ fn an_explicit_cut_drops_the_corruption_and_reports_it() {
                 offset: 12,
                 term: records[12].term,
             }),
+            first_dropped: base + 1,
         }
     );
     assert!(cut.is_corruption());
@@ -437,4 +452,40 @@ fn after_a_failed_fsync_a_restart_makes_the_tail_durable_before_using_it() {
     sim.crash();
     let log = open(Arc::new(sim), config).unwrap();
     assert_eq!(read_all(&log), served);
+}
+
+#[test]
+fn the_before_cut_hook_runs_before_the_cut_and_its_failure_leaves_the_store_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, store) = killed_log(dir.path());
+    let at = positions(&records, base_of(&store));
+    flip(&store, at[1] + 41, 0x80);
+    let before = std::fs::read(&store).unwrap();
+    let clock = || Arc::new(ManualClock::new(5_000));
+    let failed = Log::open_before_cut(
+        Arc::new(StdDisk),
+        clock(),
+        with_cut(dir.path()),
+        &mut |_| Err(io::Error::other("cannot record it")),
+    )
+    .unwrap_err();
+    assert!(failed.to_string().contains("cannot record it"), "{failed}");
+    assert_eq!(std::fs::read(&store).unwrap(), before, "nothing was cut");
+    let mut seen = Vec::new();
+    let log = Log::open_before_cut(
+        Arc::new(StdDisk),
+        clock(),
+        with_cut(dir.path()),
+        &mut |cut| {
+            // The store still holds every byte when the hook runs.
+            seen.push((*cut, std::fs::metadata(&store).unwrap().len()));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![(log.open_report().tail_cut.unwrap(), before.len() as u64)]
+    );
+    assert_eq!(std::fs::metadata(&store).unwrap().len(), at[1]);
 }

@@ -278,17 +278,53 @@ async fn limited_reads_stop_at_the_byte_budget_but_return_at_least_one_entry() {
     assert_eq!(all_entries(&mut ls).await, entries);
 }
 
+/// Replicated entries are bounded by the format's hard limit only: the configured
+/// `record_bytes_max` bounds client produces on the node that accepts them. A follower
+/// restarted with a lower limit still takes (and serves) what its leader accepted.
 #[tokio::test]
-async fn a_record_larger_than_the_data_limit_is_refused_without_poisoning() {
-    let store = open(Arc::new(SimDisk::new(3)), Path::new("/n"));
+async fn replicated_records_are_bounded_by_the_hard_limit_not_the_configured_one() {
+    let disk = SimDisk::new(3);
+    let dir = Path::new("/n");
+    let store = open(Arc::new(disk.clone()), dir);
     let mut ls = store.log_store();
-    let err = ls
-        .blocking_append([normal(1, 0, 1, 600)])
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("limit"), "{err}");
-    ls.blocking_append([normal(1, 0, 1, 100)]).await.unwrap();
-    assert_eq!(all_entries(&mut ls).await.len(), 1);
+    ls.blocking_append([normal(1, 0, 1, 500)]).await.unwrap();
+    drop((ls, store));
+    disk.crash();
+
+    // Restarted with a limit below what it already holds and what the leader sends.
+    let mut lower = config(dir);
+    lower.data.record_bytes_max = 100;
+    let store = Store::open(Arc::new(disk.clone()), clock(), lower).unwrap();
+    let mut ls = store.log_store();
+    ls.blocking_append([normal(1, 1, 2, 600)]).await.unwrap();
+    let got = all_entries(&mut ls).await;
+    assert_eq!(got, vec![normal(1, 0, 1, 500), normal(1, 1, 2, 600)]);
+
+    // Past the format's limit: refused, and the store still takes writes (not poisoned).
+    let huge = Entry {
+        log_id: lid(1, 2),
+        payload: EntryPayload::Normal(ProduceBatch {
+            values: vec![Bytes::from(vec![
+                0u8;
+                loghouse::log::RECORD_BYTES_LIMIT as usize
+                    + 1
+            ])],
+            timestamp_ms: 1_000_000,
+            producer: None,
+        }),
+    };
+    let err = ls.blocking_append([huge]).await.unwrap_err();
+    assert!(err.to_string().contains("format's limit"), "{err}");
+    ls.blocking_append([normal(1, 2, 1, 100)]).await.unwrap();
+    assert_eq!(all_entries(&mut ls).await.len(), 3);
+    drop((ls, store));
+
+    // And with a higher limit again, everything is still there.
+    let mut higher = config(dir);
+    higher.data.record_bytes_max = 1000;
+    let store = Store::open(Arc::new(disk), clock(), higher).unwrap();
+    assert_eq!(all_entries(&mut store.log_store()).await.len(), 3);
+    assert_reconciled(&store);
 }
 
 // ---- truncate, purge ----
@@ -792,9 +828,21 @@ async fn check_after_crash(store: &Store, model: &Model, in_flight: Option<&Op>,
         after.purged
     );
     let vote = ls.read_vote().await.unwrap();
+    // A tail cut at open takes a committed vote back (a leader must not reuse the log ids it
+    // lost): the same vote, uncommitted.
+    let cut = store.data_log().open_report().tail_cut.is_some()
+        || store.entry_log().open_report().tail_cut.is_some();
+    let stepped_down = |v: Option<Vote<u64>>| {
+        v.map(|mut v| {
+            v.committed = false;
+            v
+        })
+    };
     assert!(
-        vote == model.vote || vote == after.vote,
-        "crash at op {n}: vote {vote:?}"
+        vote == model.vote
+            || vote == after.vote
+            || (cut && (vote == stepped_down(model.vote) || vote == stepped_down(after.vote))),
+        "crash at op {n}: vote {vote:?} (tail cut at open: {cut})"
     );
     // An install either happened whole or not at all.
     if state.last_purged_log_id == Some(lid(3, 20)) {
@@ -1067,4 +1115,309 @@ async fn a_damaged_entry_is_dropped_with_its_successors_and_the_vote_floor_holds
     let store = open(Arc::new(disk.clone()), dir);
     assert_eq!(store.vote_floor().borrow().as_ref().map(|f| f.log_id), None);
     assert_reconciled(&store);
+}
+
+// ---- tail cut at open (issue 15): repaired like damage found by a read ----
+
+/// The last store file of the log in `dir`, and where each of its frames starts.
+fn last_store_frames(dir: &Path) -> (std::path::PathBuf, Vec<u64>) {
+    let mut stores: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "store"))
+        .collect();
+    stores.sort();
+    let store = stores.pop().expect("a store file");
+    let bytes = std::fs::read(&store).unwrap();
+    let mut positions = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        positions.push(at as u64);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+    }
+    (store, positions)
+}
+
+fn flip_byte(path: &Path, position: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[position as usize] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// 8 entries of 3 records each, appended in term 2 by the leader node 1 (its vote committed),
+/// on real files, then dropped without a close (a kill): the next open scans the last segments.
+async fn killed_member(dir: &Path) -> Vec<Entry> {
+    let store = open(Arc::new(StdDisk), dir);
+    let mut ls = store.log_store();
+    ls.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    let entries: Vec<Entry> = (0..8).map(|i| normal(2, i, 3, 200)).collect();
+    ls.blocking_append(entries.clone()).await.unwrap();
+    drop((ls, store));
+    entries
+}
+
+fn floor_of(store: &Store) -> Option<LogId> {
+    store.vote_floor().borrow().as_ref().map(|f| f.log_id)
+}
+
+/// This replica (node 1, voters 1, 2, 3) asked for a vote by node 2 with `last`: the floor it
+/// refuses below, if any (node 3 has not reported).
+fn refuses(store: &Store, last: LogId) -> Option<LogId> {
+    let guard = loghouse::raft::vote_guard::VoteGuard::new(store.vote_floor(), Box::new(|| None));
+    guard.refuse(2, Some(last), 1, [1, 2, 3])
+}
+
+#[tokio::test]
+async fn a_corrupt_data_log_tail_is_cut_at_open_and_the_vote_floor_covers_the_lost_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = killed_member(dir.path()).await;
+    let (store_file, at) = last_store_frames(&dir.path().join("data"));
+    assert!(
+        at.len() >= 3,
+        "the last data segment holds {} frames",
+        at.len()
+    );
+    flip_byte(&store_file, at[1] + 45); // a record's value; valid frames follow it
+    let base: u64 = store_file.file_name().unwrap().to_str().unwrap()[..20]
+        .parse()
+        .unwrap();
+
+    // A member opens (a standalone log would refuse) and says what it cut.
+    let store = open(Arc::new(StdDisk), dir.path());
+    let cut = store
+        .data_log()
+        .open_report()
+        .tail_cut
+        .expect("the data log's tail was cut");
+    assert!(cut.is_corruption(), "{cut:?}");
+    assert_eq!((cut.position, cut.first_dropped), (at[1], base + 1));
+    // Entries whose records went are dropped too (and the records of a partly cut entry):
+    // what stays is a whole prefix.
+    let mut ls = store.log_store();
+    let kept = (base + 1) / 3;
+    assert_eq!(store.data_log().next_offset(), kept * 3);
+    assert_eq!(all_entries(&mut ls).await, entries[..kept as usize]);
+    assert_reconciled(&store);
+    // The floor is the last entry the replica held: it stands for no election and refuses a
+    // candidate behind it; its committed vote (leader of term 2) is taken back.
+    assert_eq!(floor_of(&store), Some(lid(2, 7)));
+    assert_eq!(refuses(&store, lid(2, kept)), Some(lid(2, 7)));
+    assert_eq!(refuses(&store, lid(2, 7)), None);
+    assert_eq!(ls.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    drop((ls, store));
+
+    // Durable: reopened, nothing more is cut and the floor holds until the log is back.
+    let store = open(Arc::new(StdDisk), dir.path());
+    assert_eq!(store.data_log().open_report().tail_cut, None);
+    assert_eq!(floor_of(&store), Some(lid(2, 7)));
+    let mut ls = store.log_store();
+    ls.blocking_append(entries[kept as usize..].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(floor_of(&store), None);
+    assert_eq!(all_entries(&mut ls).await, entries);
+    assert_reconciled(&store);
+}
+
+#[tokio::test]
+async fn a_corrupt_entry_log_tail_is_cut_at_open_and_the_floor_is_the_last_entry_found_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = killed_member(dir.path()).await;
+    let (store_file, at) = last_store_frames(&dir.path().join("raft").join("log"));
+    assert!(
+        at.len() >= 3,
+        "the last entry segment holds {} frames",
+        at.len()
+    );
+    flip_byte(&store_file, at[1] + 41);
+    let base: u64 = store_file.file_name().unwrap().to_str().unwrap()[..20]
+        .parse()
+        .unwrap();
+
+    let store = open(Arc::new(StdDisk), dir.path());
+    let cut = store
+        .entry_log()
+        .open_report()
+        .tail_cut
+        .expect("the entry log's tail was cut");
+    assert!(cut.is_corruption(), "{cut:?}");
+    assert_eq!(cut.first_dropped, base + 1);
+    assert_eq!(
+        cut.last_valid_after.map(|f| (f.term, f.offset)),
+        Some((2, 7))
+    );
+    let mut ls = store.log_store();
+    assert_eq!(all_entries(&mut ls).await, entries[..=base as usize]);
+    assert_eq!(store.data_log().next_offset(), (base + 1) * 3);
+    assert_reconciled(&store);
+    assert_eq!(floor_of(&store), Some(lid(2, 7)));
+    assert_eq!(refuses(&store, lid(2, base)), Some(lid(2, 7)));
+    assert_eq!(ls.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+}
+
+/// A torn tail holds a write that never completed, so never an entry this replica acknowledged
+/// (the flush callback fires after both fsyncs): no floor, which after every torn write would
+/// keep a lone voter from ever electing itself. It still steps down: a leader that lost an
+/// entry of its own term must not hand its log id out again (a follower may hold it).
+#[tokio::test]
+async fn a_torn_tail_is_cut_at_open_and_the_member_steps_down_without_a_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = killed_member(dir.path()).await;
+    let (store_file, _) = last_store_frames(&dir.path().join("raft").join("log"));
+    let len = std::fs::metadata(&store_file).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&store_file)
+        .unwrap();
+    file.set_len(len - 3).unwrap();
+    drop(file);
+
+    let store = open(Arc::new(StdDisk), dir.path());
+    let cut = store.entry_log().open_report().tail_cut.expect("a cut");
+    assert_eq!(cut.kind, loghouse::log::TailKind::Torn);
+    assert_eq!(cut.first_dropped, 7);
+    let mut ls = store.log_store();
+    assert_eq!(all_entries(&mut ls).await, entries[..7]);
+    assert_eq!(store.data_log().next_offset(), 21);
+    assert_reconciled(&store);
+    assert_eq!(floor_of(&store), None);
+    assert_eq!(refuses(&store, lid(2, 3)), None);
+    assert_eq!(ls.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    assert!(store.hard_state().vote.is_some_and(|v| !v.committed));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The process dies at every step of an open that cuts a corrupt tail (every mutating call from
+/// the nth on fails): whichever step it reached, the next open ends with the floor raised, the
+/// vote stepped down and the logs reconciled. The repair is recorded before the cut, so a
+/// death right after the cut does not forget what the log lost.
+#[tokio::test]
+async fn a_death_at_any_step_of_an_open_that_cuts_still_ends_repaired() {
+    let damaged = tempfile::tempdir().unwrap();
+    let entries = killed_member(damaged.path()).await;
+    let (store_file, at) = last_store_frames(&damaged.path().join("raft").join("log"));
+    flip_byte(&store_file, at[1] + 41);
+    let base: u64 = store_file.file_name().unwrap().to_str().unwrap()[..20]
+        .parse()
+        .unwrap();
+
+    let mut n = 0;
+    loop {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(damaged.path(), dir.path());
+        let disk = FaultDisk::new(Arc::new(StdDisk));
+        disk.faults.fail_ops_from(n);
+        let completed = Store::open(Arc::new(disk), clock(), config(dir.path())).is_ok();
+
+        let store = open(Arc::new(StdDisk), dir.path());
+        let mut ls = store.log_store();
+        assert_eq!(
+            all_entries(&mut ls).await,
+            entries[..=base as usize],
+            "death at op {n}"
+        );
+        assert_reconciled(&store);
+        assert_eq!(floor_of(&store), Some(lid(2, 7)), "death at op {n}");
+        assert_eq!(
+            ls.read_vote().await.unwrap(),
+            Some(Vote::new(2, 1)),
+            "death at op {n}"
+        );
+        if completed {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n > 3, "the open took {n} mutating calls");
+}
+
+// ---- limits across restarts (issue 15) ----
+
+/// A store restarted with each size limit of its data and entry logs lowered or raised, after a
+/// close, a kill (dropped) and a power loss (the sim disk crashes): every entry and record is
+/// kept, nothing is cut, no floor is raised, the vote stays as it was, and appends go on.
+#[tokio::test]
+async fn restarting_with_lower_or_higher_log_limits_loses_no_entry() {
+    type Tweak = fn(&mut StoreConfig);
+    let cases: [(&str, Tweak); 10] = [
+        ("data record lower", |c| c.data.record_bytes_max = 100),
+        ("data record higher", |c| c.data.record_bytes_max = 1_000),
+        ("data segment lower", |c| c.data.segment_bytes_max = 600),
+        ("data segment higher", |c| c.data.segment_bytes_max = 20_000),
+        ("data index lower", |c| c.data.index_bytes_max = 24),
+        ("data index higher", |c| c.data.index_bytes_max = 4_096),
+        ("entry segment lower", |c| c.entries.segment_bytes_max = 600),
+        ("entry segment higher", |c| {
+            c.entries.segment_bytes_max = 20_000
+        }),
+        ("entry index lower", |c| c.entries.index_bytes_max = 24),
+        ("entry index higher", |c| c.entries.index_bytes_max = 4_096),
+    ];
+    #[derive(Debug, Clone, Copy)]
+    enum Stop {
+        Close,
+        Kill,
+        PowerLoss,
+    }
+    for (name, tweak) in cases {
+        for stop in [Stop::Close, Stop::Kill, Stop::PowerLoss] {
+            let context = format!("{name} after {stop:?}");
+            let disk = SimDisk::new(21);
+            let dir = Path::new("/n");
+            let stop_store = |store: Store| match stop {
+                Stop::Close => store.close().unwrap(),
+                Stop::Kill => drop(store),
+                Stop::PowerLoss => {
+                    drop(store);
+                    disk.crash();
+                }
+            };
+            let store = open(Arc::new(disk.clone()), dir);
+            let mut ls = store.log_store();
+            let vote = Vote::new_committed(2, 1);
+            ls.save_vote(&vote).await.unwrap();
+            let mut entries = vec![blank(1, 0), membership(1, 1, &[1, 2, 3])];
+            entries.extend((2..12).map(|i| normal(2, i, 3, 50 * (i as usize % 9) + 40)));
+            ls.blocking_append(entries.clone()).await.unwrap();
+            drop(ls);
+            stop_store(store);
+
+            let mut changed = config(dir);
+            tweak(&mut changed);
+            let reopen = || Store::open(Arc::new(disk.clone()), clock(), changed.clone());
+            let store = reopen().unwrap_or_else(|e| panic!("{context}: {e}"));
+            assert_eq!(store.data_log().open_report().tail_cut, None, "{context}");
+            assert_eq!(store.entry_log().open_report().tail_cut, None, "{context}");
+            let mut ls = store.log_store();
+            assert_eq!(all_entries(&mut ls).await, entries, "{context}");
+            assert_reconciled(&store);
+            assert_eq!(floor_of(&store), None, "{context}");
+            assert_eq!(ls.read_vote().await.unwrap(), Some(vote), "{context}");
+            // Appends go on under the new limits (records up to the old limit: replicated
+            // appends are bounded by the format's limit only).
+            let more: Vec<Entry> = (12..20).map(|i| normal(2, i, 2, 500)).collect();
+            ls.blocking_append(more.clone()).await.unwrap();
+            entries.extend(more);
+            drop(ls);
+            stop_store(store);
+
+            let store = reopen().unwrap();
+            let mut ls = store.log_store();
+            assert_eq!(all_entries(&mut ls).await, entries, "{context}, again");
+            assert_reconciled(&store);
+        }
+    }
 }

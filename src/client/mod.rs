@@ -125,8 +125,9 @@ struct ClusterState {
     tls: Option<ClientTls>,
 }
 
-/// The largest message the client sends or accepts.
-const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The largest message the client sends or accepts: one record of the format's largest size,
+/// with framing (a response carries at least one record, however large).
+const MESSAGE_BYTES_MAX: usize = crate::log::RECORD_BYTES_LIMIT as usize + 1024 * 1024;
 
 /// Value bytes per batch that `follow` asks for. Batches that fit in the CPU's caches are
 /// decoded while still warm; multi-megabyte ones are not (measured in README, "Benchmarks").

@@ -55,7 +55,7 @@ impl FromStr for SyncPolicy {
 /// followed by valid ones (a torn write leaves nothing valid after it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CorruptTail {
-    /// Refuse to open (`LogError::Corrupt` naming the segment and position): an operator
+    /// Refuse to open (`LogError::CorruptTail` naming the segment and position): an operator
     /// decides. The default.
     #[default]
     Refuse,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::segment::TailCut;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("offset {offset} is out of range: the log holds offsets [{lowest}, {next})")]
@@ -15,6 +17,20 @@ pub enum LogError {
         segment: PathBuf,
         position: u64,
         reason: String,
+    },
+    /// Open found a bad frame followed by valid ones at the end of the last segment (corruption,
+    /// not a torn write) and `LogConfig::corrupt_tail` says refuse: nothing was changed. `cut`
+    /// says what cutting it would drop.
+    #[error(
+        "corrupt record in {} at position {}: {reason}. Cutting it would drop {} bytes from \
+         position {} (records {} to {}); to do that, open the log with corrupt_tail = cut",
+        segment.display(), cut.position, cut.bytes_dropped, cut.position, cut.first_dropped,
+        cut.first_dropped + cut.records_dropped.max(1) - 1
+    )]
+    CorruptTail {
+        segment: PathBuf,
+        reason: String,
+        cut: Box<TailCut>,
     },
     #[error("the log refuses writes after an earlier failure ({cause}); reopen it")]
     Poisoned { cause: String },

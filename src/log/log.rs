@@ -31,7 +31,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use super::config::RECORD_BYTES_LIMIT;
 use super::index::Index;
 use super::record::{self, NewRecord, Record};
-use super::segment::{self, FileKind, Recovery, Segment, SegmentLimits, TailCut};
+use super::segment::{self, FileKind, Recovery, Segment, SegmentLimits, TailCut, TailRules};
 use super::{LogConfig, LogError};
 use crate::io::{Clock, Disk};
 
@@ -139,7 +139,24 @@ impl Log {
         clock: Arc<dyn Clock>,
         config: LogConfig,
     ) -> Result<Log, LogError> {
+        Log::open_before_cut(disk, clock, config, &mut |_| Ok(()))
+    }
+
+    /// `open`, calling `before_cut` with what will be cut off the last segment before the cut is
+    /// made (its error fails the open and leaves the store as it is): for a caller that must
+    /// record durably what the log loses (a Raft member raising its vote floor), since a crash
+    /// right after the cut would leave no trace of it.
+    pub fn open_before_cut(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        config: LogConfig,
+        before_cut: &mut dyn FnMut(&TailCut) -> std::io::Result<()>,
+    ) -> Result<Log, LogError> {
         config.validate()?;
+        let mut tail = TailRules {
+            corrupt: config.corrupt_tail,
+            before_cut,
+        };
         let limits = SegmentLimits {
             store_bytes_max: config.segment_bytes_max,
             index_entries_max: config.index_entries_max(),
@@ -156,7 +173,14 @@ impl Log {
             let segment = Segment::create(disk.as_ref(), &dir, config.initial_offset, limits)?;
             (vec![segment], false)
         } else {
-            open_segments(disk.as_ref(), &config, &listing, limits, &mut report)?
+            open_segments(
+                disk.as_ref(),
+                &config,
+                &listing,
+                limits,
+                &mut tail,
+                &mut report,
+            )?
         };
         let active = segments.last().expect("at least one segment");
         if last_scanned {
@@ -894,21 +918,15 @@ fn open_segments(
     config: &LogConfig,
     listing: &Listing,
     limits: SegmentLimits,
+    tail: &mut TailRules<'_>,
     report: &mut OpenReport,
 ) -> Result<(Vec<Segment>, bool), LogError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(listing.segments.len());
     let mut last_scanned = false;
     for (i, &(base, index_v1)) in listing.segments.iter().enumerate() {
         let next_base = listing.segments.get(i + 1).map(|(b, _)| *b);
-        let (segment, recovery) = Segment::open(
-            disk,
-            &config.dir,
-            base,
-            limits,
-            next_base,
-            index_v1,
-            config.corrupt_tail,
-        )?;
+        let (segment, recovery) =
+            Segment::open(disk, &config.dir, base, limits, next_base, index_v1, tail)?;
         last_scanned = recovery != Recovery::Clean;
         count_recovery(report, recovery);
         if let Some(prev) = segments.last() {

@@ -35,9 +35,10 @@
 //! - What follows the last valid frame of the last segment is judged, never assumed: nothing
 //!   valid after it is a torn tail (cut); zeros where the bad frame starts, then valid frames,
 //!   is unwritten space with unsynced writes after it (cut); a bad frame followed by a valid
-//!   frame is corruption: open fails with `Corrupt` naming the file and position, unless
-//!   `LogConfig::corrupt_tail` is `Cut`. Every cut is logged at WARN and reported in
-//!   `OpenReport::tail_cut`. A bad frame inside a sealed segment opens it damaged (those offsets
+//!   frame is corruption: open fails with `CorruptTail` naming the file and position (and what a
+//!   cut would drop), unless `LogConfig::corrupt_tail` is `Cut`. Every cut is logged at WARN and
+//!   reported in `OpenReport::tail_cut`; `Log::open_before_cut` runs a caller's hook before any
+//!   cut is made. A bad frame inside a sealed segment opens it damaged (those offsets
 //!   read as `Corrupt`); a gap between segments makes open fail with `Corrupt`.
 //! - Whenever open had to scan the last segment (an unclean stop: a crash, a kill, or a log
 //!   poisoned by a failed write or fsync, whose close does not seal), it writes the valid bytes
@@ -71,3 +72,8 @@ pub use index::ENTRY_BYTES as INDEX_ENTRY_BYTES;
 pub use log::{Log, LogInfo, OpenReport};
 pub use record::{NewRecord, Record};
 pub use segment::{FrameId, TailCut, TailKind};
+
+/// The store file of the segment starting at `base` in the log directory `dir`.
+pub fn store_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
+    dir.join(segment::file_name(base, segment::FileKind::Store))
+}

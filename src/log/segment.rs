@@ -19,7 +19,7 @@ use super::index::{EntryError, Index, IndexEntry, PreparedSeal, ENTRY_BYTES};
 use super::record::{self, FrameError, NewRecord, Record, HEADER_BYTES};
 use crate::io::{Disk, DiskFile, MapMut};
 
-pub use recovery::{FrameId, Recovery, TailCut, TailKind};
+pub use recovery::{FrameId, Recovery, TailCut, TailKind, TailRules};
 
 pub const STORE_SUFFIX: &str = ".store";
 /// The index, format 2 (checksummed 24-byte entries, see `index`).

@@ -51,7 +51,7 @@ use tokio::sync::watch;
 mod repair;
 mod syncer;
 
-use repair::RepairFile;
+use repair::{RepairFile, TailLoss};
 pub use repair::{RepairState, VoteFloor};
 use syncer::DataSyncer;
 
@@ -60,7 +60,7 @@ use super::meta::SlotFile;
 use super::state_machine::StateMachine;
 use super::types::{BasicNode, Entry, LogId, NodeId, ProduceAck, ProduceBatch, ProducerSeq};
 use crate::io::{Clock, Disk};
-use crate::log::{Log, LogConfig, LogError, NewRecord, Record};
+use crate::log::{CorruptTail, Log, LogConfig, LogError, NewRecord, Record, RECORD_BYTES_LIMIT};
 
 /// Entry-record kinds (the record's `kind` field in the entry log).
 pub const KIND_NORMAL: u32 = 1;
@@ -102,10 +102,13 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// The layout under `data_dir`: `data` keeps its limits but moves to `<data_dir>/data`, and
-    /// its retention limits move to `retention_*`.
+    /// its retention limits move to `retention_*`. Both logs cut a corrupt tail at open
+    /// (`CorruptTail::Cut`): a member gets those entries back from its peers, and the store
+    /// records the loss first (see `store::repair`).
     pub fn new(data_dir: &Path, data: LogConfig) -> Self {
         let mut data = data;
         data.dir = data_dir.join("data");
+        data.corrupt_tail = CorruptTail::Cut;
         let (retention_bytes_max, retention_ms_max) = (
             data.retention_bytes_max.take(),
             data.retention_ms_max.take(),
@@ -116,6 +119,7 @@ impl StoreConfig {
         entries.index_bytes_max = ENTRY_INDEX_BYTES;
         entries.sync = data.sync;
         entries.metrics = data.metrics.clone();
+        entries.corrupt_tail = CorruptTail::Cut;
         StoreConfig {
             data,
             entries,
@@ -471,9 +475,10 @@ pub(crate) struct Inner {
 }
 
 impl Store {
-    /// Opens (or creates) the store: both logs recover their own torn tails, a pending reset is
-    /// finished, the logs are reconciled, and the persisted applied and committed log ids are
-    /// clamped to the log that survived.
+    /// Opens (or creates) the store: both logs recover their own torn tails (and cut a corrupt
+    /// one, recording the loss first: see `store::repair`), a pending reset is finished, the
+    /// logs are reconciled, and the persisted applied and committed log ids are clamped to the
+    /// log that survived.
     pub fn open(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
@@ -498,22 +503,38 @@ impl Store {
             c.retention_bytes_max = None;
             c.retention_ms_max = None;
         }
-        let data = Log::open(disk.clone(), clock.clone(), config.data.clone())
-            .map_err(StoreError::Data)?;
-        let entries =
-            Log::open(disk.clone(), clock, config.entries.clone()).map_err(StoreError::Entries)?;
         let meta_path = config.meta_dir.join("meta");
         let (file, state, _) =
             SlotFile::<HardState>::open(disk.clone(), &meta_path, META_SLOT_BYTES)
                 .map_err(|e| StoreError::io(format!("open {}", meta_path.display()), e))?;
         let meta = MetaFile { file, state };
+        let mut repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
+        // A tail cut at open loses entries like damage found by a read: it is recorded in
+        // `raft/repair` before the cut is made (see `repair::TailLoss`). The entry log opens
+        // first: what a data-log cut costs is counted in entries.
+        let entries = {
+            let loss = TailLoss::new(&meta.state, None);
+            Log::open_before_cut(
+                disk.clone(),
+                clock.clone(),
+                config.entries.clone(),
+                &mut |cut| loss.record(&mut repair, cut),
+            )
+            .map_err(StoreError::Entries)?
+        };
+        let data = {
+            let loss = TailLoss::new(&meta.state, Some(&entries));
+            Log::open_before_cut(disk.clone(), clock, config.data.clone(), &mut |cut| {
+                loss.record(&mut repair, cut)
+            })
+            .map_err(StoreError::Data)?
+        };
         let (applied_file, applied) = open_applied(&disk, &config.meta_dir.join("applied"))?;
         let cache = TailCache {
             bytes_max: config.tail_cache_bytes_max,
             ..TailCache::default()
         };
         let (hwm, _) = watch::channel(0);
-        let repair = RepairFile::open(&disk, &config.meta_dir.join("repair"))?;
         let (floor, _) = watch::channel(repair.state.vote_floor.clone());
         let data = Arc::new(data);
         let data_syncer = DataSyncer::start(&data)
@@ -685,8 +706,11 @@ impl Inner {
             self.finish_reset(pending)?;
             self.meta.lock().update(|h| h.pending_reset = None)?;
         }
-        self.repair_at_open()?;
+        let repairing = self.repair_at_open()?;
         self.reconcile()?;
+        if repairing {
+            self.finish_repair()?;
+        }
         let hard = self.meta.lock().state.clone();
         let last = self.read_last()?;
         let pos = Positions {
@@ -1011,13 +1035,17 @@ impl Inner {
         entries_synced.map(drop).map_err(entry_log_err)
     }
 
+    /// Replicated entries are bounded by the format's hard limit only: the configured
+    /// `record_bytes_max` bounds client produces on the node that accepts them (the service
+    /// checks it), and a follower restarted with a lower limit must still take what its leader
+    /// accepted.
     fn validate_append(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let max = u64::from(self.data.config().record_bytes_max);
+        let max = u64::from(RECORD_BYTES_LIMIT);
         for entry in entries {
             if let EntryPayload::Normal(batch) = &entry.payload {
                 if let Some(v) = batch.values.iter().find(|v| v.len() as u64 > max) {
                     return Err(StoreError::Invalid(format!(
-                        "entry {} holds a record of {} bytes; the limit is {max}",
+                        "entry {} holds a record of {} bytes; the format's limit is {max}",
                         entry.log_id.index,
                         v.len()
                     )));

@@ -17,7 +17,7 @@ pub fn status_from_log_error(error: LogError) -> Status {
         LogError::NonContiguous { .. } => Code::FailedPrecondition,
         LogError::Closed | LogError::Io { .. } => Code::Unavailable,
         LogError::Poisoned { .. } => Code::FailedPrecondition,
-        LogError::Corrupt { .. } => Code::DataLoss,
+        LogError::Corrupt { .. } | LogError::CorruptTail { .. } => Code::DataLoss,
         LogError::InvalidConfig(_) => Code::Internal,
     };
     if code == Code::Unavailable || code == Code::DataLoss {

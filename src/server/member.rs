@@ -91,7 +91,7 @@ pub async fn start_member(
         retention_check_ms: config.retention_check_ms,
         bootstrap: cluster.bootstrap || cluster.join.is_empty(),
     };
-    let message_bytes_max = cluster.raft_message_bytes_max(&config.limits);
+    let message_bytes_max = crate::config::RAFT_MESSAGE_BYTES_MAX;
     let peer_tls = config.secrets.peer_client_tls();
     let transport = Arc::new(GrpcRaftTransport::new(message_bytes_max).with_tls(peer_tls));
     let node = Node::open_replicated(

@@ -11,6 +11,7 @@ mod member;
 mod metrics;
 mod node;
 mod raft_rpc;
+pub mod repair;
 mod service;
 pub mod supervisor;
 
@@ -64,7 +65,7 @@ pub async fn serve(
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let log_server = LogServer::new(service)
         .max_decoding_message_size(limits.message_bytes_max)
-        .max_encoding_message_size(limits.message_bytes_max);
+        .max_encoding_message_size(limits.response_bytes_max());
     // Node-wide cap on log.v1 calls (not on Raft, health or reflection): see server::admission.
     let log_server = CallLimit::new(log_server, node.admission().clone());
     // Without TCP_NODELAY every small response waits for the peer's delayed ACK (~40 ms). TCP
@@ -137,11 +138,8 @@ pub async fn serve(
 fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
     let raft_node = node.raft()?;
     let (raft, vote_guard) = (raft_node.raft().clone(), raft_node.vote_guard().clone());
-    let config = node.config();
-    let bytes_max = config
-        .cluster
-        .as_ref()?
-        .raft_message_bytes_max(&config.limits);
+    node.config().cluster.as_ref()?;
+    let bytes_max = crate::config::RAFT_MESSAGE_BYTES_MAX;
     Some(
         RaftServer::new(RaftRpcService::new(raft, vote_guard, node.guard().clone()))
             .max_decoding_message_size(bytes_max)

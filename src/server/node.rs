@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::auth::Guard;
 use super::convert::{status_from_log_error, status_from_propose_error};
 use crate::config::{ConfigError, NodeConfig};
 use crate::io::{Clock, Disk};
-use crate::log::{Committer, CommitterHandle, Log, LogError, NewRecord};
+use crate::log::{Committer, CommitterHandle, Log, LogError, NewRecord, TailCut};
 use crate::membership::ClusterView;
 use crate::metrics::NodeMetrics;
 use crate::raft::controller::MemberView;
@@ -30,6 +31,22 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error("opening the log failed: {0}")]
     Log(#[from] LogError),
+    /// A standalone node's log ends in corruption (a bad frame followed by valid ones): it does
+    /// not start; `loghouse repair` cuts it when an operator decides to.
+    #[error(
+        "the log has a corrupt tail: a bad record in {} at position {}: {reason}. The node did \
+         not start. Run `loghouse repair --data-dir {}` to cut it, dropping {} bytes ({} records, \
+         offsets {} to {}) and keeping the offsets below {}",
+        segment.display(), cut.position, data_dir.display(), cut.bytes_dropped,
+        cut.records_dropped, cut.first_dropped,
+        cut.first_dropped + cut.records_dropped.max(1) - 1, cut.first_dropped
+    )]
+    CorruptTail {
+        data_dir: PathBuf,
+        segment: PathBuf,
+        reason: String,
+        cut: Box<TailCut>,
+    },
     #[error(transparent)]
     Raft(#[from] RaftNodeError),
     #[error(transparent)]
@@ -144,7 +161,20 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let mut log_config = config.log_config()?;
         log_config.metrics = Some(metrics.log.clone());
-        let log = Arc::new(Log::open(disk, clock, log_config)?);
+        let log = Log::open(disk, clock, log_config).map_err(|e| match e {
+            LogError::CorruptTail {
+                segment,
+                reason,
+                cut,
+            } => NodeError::CorruptTail {
+                data_dir: config.data_dir.clone(),
+                segment,
+                reason,
+                cut,
+            },
+            other => NodeError::Log(other),
+        })?;
+        let log = Arc::new(log);
         let committer = Committer::start(log.clone(), config.limits.append_queue_depth_max);
         if config.retention_bytes_max.is_some() || config.retention_ms_max.is_some() {
             let interval = Duration::from_millis(config.retention_check_ms);

@@ -73,6 +73,8 @@ pub struct TailCut {
     /// The last valid frame found after the damage (`Unwritten`, `Corrupt`): a Raft member keeps
     /// its vote floor at least at its term.
     pub last_valid_after: Option<FrameId>,
+    /// The first offset dropped: the log's next offset once cut.
+    pub first_dropped: u64,
 }
 
 impl TailCut {
@@ -81,6 +83,14 @@ impl TailCut {
     pub fn is_corruption(&self) -> bool {
         self.kind == TailKind::Corrupt
     }
+}
+
+/// What open does with the last segment's tail: whether corruption may be cut, and what must
+/// happen before any cut is made (a caller that records a cut durably first, so that a crash
+/// right after the cut cannot make it forget what the log lost).
+pub struct TailRules<'a> {
+    pub corrupt: CorruptTail,
+    pub before_cut: &'a mut dyn FnMut(&TailCut) -> std::io::Result<()>,
 }
 
 /// What opening a segment found.
@@ -139,7 +149,7 @@ impl Segment {
         limits: SegmentLimits,
         next_base: Option<u64>,
         index_v1: bool,
-        corrupt_tail: CorruptTail,
+        tail: &mut TailRules<'_>,
     ) -> Result<(Segment, Recovery), LogError> {
         let store_path = dir.join(file_name(base, FileKind::Store));
         let index_path = dir.join(file_name(base, FileKind::Index));
@@ -176,7 +186,7 @@ impl Segment {
             other => {
                 segment.log_rebuild(&other, index_v1);
                 let damaged = matches!(other, IndexCheck::BadEntry(_));
-                segment.rebuild(disk, limits, next_base, corrupt_tail, damaged)?
+                segment.rebuild(disk, limits, next_base, tail, damaged)?
             }
         };
         Ok((segment, recovery))
@@ -271,7 +281,7 @@ impl Segment {
         disk: &dyn Disk,
         limits: SegmentLimits,
         next_base: Option<u64>,
-        corrupt_tail: CorruptTail,
+        tail: &mut TailRules<'_>,
         index_damaged: bool,
     ) -> Result<Recovery, LogError> {
         let scan = self.scan()?;
@@ -280,7 +290,7 @@ impl Segment {
             return self.open_damaged(disk, scan, next_base);
         }
         let cut = match short {
-            true => Some(self.cut_tail(&scan, corrupt_tail)?),
+            true => Some(self.cut_tail(&scan, tail)?),
             false => None,
         };
         let count = scan.entries.len() as u64;
@@ -310,8 +320,8 @@ impl Segment {
     }
 
     /// The bytes after the last valid frame of the last segment (see `TailKind`): cut, unless
-    /// they are corruption and `corrupt_tail` says refuse.
-    fn cut_tail(&mut self, scan: &Scan, corrupt_tail: CorruptTail) -> Result<TailCut, LogError> {
+    /// they are corruption and `tail.corrupt` says refuse. `tail.before_cut` runs first.
+    fn cut_tail(&mut self, scan: &Scan, tail: &mut TailRules<'_>) -> Result<TailCut, LogError> {
         let expected = self.base + scan.entries.len() as u64;
         let position = scan.valid_bytes;
         let reason = scan
@@ -333,11 +343,19 @@ impl Segment {
             records_dropped: later.map_or(0, |l| l.last.offset - expected + 1),
             kind,
             last_valid_after: later.map(|l| l.last),
+            first_dropped: expected,
         };
-        if let (Some(later), TailKind::Corrupt, CorruptTail::Refuse) = (later, kind, corrupt_tail) {
-            return Err(self.corrupt(position, refusal(&reason, later, &cut, expected)));
+        if let (Some(later), TailKind::Corrupt, CorruptTail::Refuse) = (later, kind, tail.corrupt) {
+            return Err(LogError::CorruptTail {
+                segment: self.store_path.clone(),
+                reason: refusal(&reason, later),
+                cut: Box::new(cut),
+            });
         }
         let context = || format!("truncate {}", self.store_path.display());
+        (tail.before_cut)(&cut).map_err(|e| {
+            LogError::io(format!("before cutting {}", self.store_path.display()), e)
+        })?;
         self.store
             .set_len(position)
             .map_err(|e| LogError::io(context(), e))?;
@@ -567,18 +585,12 @@ impl Segment {
 }
 
 /// The message of a refused corruption.
-fn refusal(reason: &str, later: Later, cut: &TailCut, expected: u64) -> String {
+fn refusal(reason: &str, later: Later) -> String {
     format!(
         "{reason}, but valid records follow it (the last one found: offset {}, term {}, at \
          position {}): this is corruption, not a torn write, so the log was not opened and the \
-         store was left as it is. Cutting it would drop {} bytes from position {} (records {expected} \
-         to {}); to do that, open the log with corrupt_tail = cut",
-        later.last.offset,
-        later.last.term,
-        later.last_position,
-        cut.bytes_dropped,
-        cut.position,
-        later.last.offset,
+         store was left as it is",
+        later.last.offset, later.last.term, later.last_position,
     )
 }
 

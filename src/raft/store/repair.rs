@@ -14,6 +14,18 @@
 //!    Raft service refuses such votes). Raft's safety rests on a voter never voting for a log
 //!    behind one it acknowledged; the floor keeps that promise for entries it no longer has.
 //!    Commit counting needs nothing: what it acknowledges from now on is on its disk.
+//!
+//! A log that cuts its tail at open (`Log::open_before_cut`) loses entries the same way, and is
+//! repaired the same way ([`TailLoss`]): before the cut is made, `raft/repair` records
+//! `damaged_from` (so that open finishes the repair below, a crash in between included) and,
+//! when the cut may drop entries this replica acknowledged, the vote floor. That is a
+//! `Corrupt` cut (valid frames after the damage, which may have been fsync'd): of the entry
+//! log, the last entry found after the damage; of the data log, the last entry of the entry
+//! log, whose records reconcile then drops. A `Torn` or `Unwritten` cut drops only frames never
+//! fsync'd, hence never acknowledged (the flush callback fires after both fsyncs), so it sets
+//! no floor: one after every torn write would keep a lone voter, or a whole cluster after a
+//! power loss, from ever electing a leader. Any cut also takes back a committed vote (below):
+//! a leader must not reuse the log ids of entries it lost, which followers may hold.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +34,10 @@ use super::{
 };
 use openraft::StoredMembership;
 
-use crate::log::LogError;
+use crate::log::{Log, LogError, TailCut};
 use std::collections::BTreeSet;
 
+use super::HardState;
 use crate::raft::types::{LogId, NodeId};
 
 /// `raft/repair`: every write is fsync'd.
@@ -75,6 +88,65 @@ impl RepairFile {
             .map_err(|e| StoreError::io(format!("write {}", self.file.path().display()), e))?;
         self.state = next;
         Ok(())
+    }
+}
+
+/// What a tail cut at open costs the store, recorded by `Store::open` before the cut is made.
+pub(super) struct TailLoss<'a> {
+    /// The entry log, when the cut is the data log's (`None`: the cut is the entry log's).
+    entries: Option<&'a Log>,
+    /// The term of the vote: no entry of this replica has a higher one.
+    vote_term: u64,
+    voters: BTreeSet<NodeId>,
+}
+
+impl<'a> TailLoss<'a> {
+    pub(super) fn new(hard: &HardState, entries: Option<&'a Log>) -> TailLoss<'a> {
+        TailLoss {
+            entries,
+            vote_term: hard.vote.map_or(0, |v| v.leader_id().term),
+            voters: hard.membership.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Persists the repair `cut` calls for (see the module docs) before the log makes it.
+    pub(super) fn record(&self, repair: &mut RepairFile, cut: &TailCut) -> std::io::Result<()> {
+        let (log, damaged_from, lost) = match self.entries {
+            None => (
+                "entry",
+                cut.first_dropped,
+                cut.last_valid_after.map(|f| log_id(f.term, f.offset)),
+            ),
+            Some(entries) => ("data", entries.next_offset(), self.last_entry(entries)),
+        };
+        let floor = lost.filter(|_| cut.is_corruption());
+        tracing::warn!(
+            log, kind = ?cut.kind, position = cut.position, bytes_dropped = cut.bytes_dropped,
+            records_dropped = cut.records_dropped, ?floor,
+            "a tail is cut off the {log} log at open: the replica drops the entries it held there \
+             and catches up from the leader"
+        );
+        repair
+            .update(|r| {
+                r.damaged_from = Some(r.damaged_from.map_or(damaged_from, |d| d.min(damaged_from)));
+                if floor.is_some() {
+                    r.vote_floor = merge_floor(r.vote_floor.take(), floor, self.voters.clone());
+                }
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// The entry log's last log id, or a bound at least as high when its record cannot be read.
+    fn last_entry(&self, entries: &Log) -> Option<LogId> {
+        let last = entries.next_offset().checked_sub(1)?;
+        if last < entries.lowest_offset() {
+            return None;
+        }
+        let id = match entries.read(last) {
+            Ok(record) => log_id(record.term, record.offset),
+            Err(_) => log_id(self.vote_term, last),
+        };
+        Some(id)
     }
 }
 
@@ -155,16 +227,19 @@ impl Inner {
         Ok(())
     }
 
-    /// At open, before the logs are reconciled: does the repair a read asked for.
-    pub(super) fn repair_at_open(&self) -> Result<(), StoreError> {
+    /// At open, before the logs are reconciled: cuts the logs where a read (or a tail cut)
+    /// asked for. Returns whether a repair is under way (`finish_repair` then runs once the
+    /// logs are reconciled).
+    pub(super) fn repair_at_open(&self) -> Result<bool, StoreError> {
         let RepairState {
             damaged_from: Some(index),
             restart_empty,
             ..
         } = self.repair.lock().state.clone()
         else {
-            return Ok(());
+            return Ok(false);
         };
+        let past_the_log = index >= self.entries.next_offset();
         if restart_empty {
             tracing::warn!(index, "repair: restarting the log empty at the purge point");
             self.restart_empty()?;
@@ -173,9 +248,20 @@ impl Inner {
             tracing::warn!(index, %error, "repair: cannot cut the log at the damage");
             self.repair.lock().update(|r| r.restart_empty = true)?;
             return Err(StoreError::Reopen(error.to_string()));
+        } else if past_the_log {
+            tracing::warn!(
+                index,
+                "repair: the log was cut at open; finishing the repair"
+            );
         } else {
             tracing::warn!(index, "repair: dropped the log from the damaged entry");
         }
+        Ok(true)
+    }
+
+    /// After the logs are reconciled: what no longer matches the (shorter) log goes, and a
+    /// committed vote is taken back; then the repair is done.
+    pub(super) fn finish_repair(&self) -> Result<(), StoreError> {
         self.forget_snapshot_past_log()?;
         self.forget_membership_past_log()?;
         self.step_down()?;
@@ -185,10 +271,16 @@ impl Inner {
         })
     }
 
-    /// Cuts both logs right before entry `index` and checks both new tails.
+    /// Cuts both logs right before entry `index` and checks both new tails. Nothing to cut when
+    /// the log already ends before `index` (a tail cut at open).
     fn cut_at_damage(&self, index: u64) -> Result<(), StoreError> {
         let (lowest, next) = (self.entries.lowest_offset(), self.entries.next_offset());
-        if index > lowest && index < next {
+        if index <= lowest && index < next {
+            return Err(StoreError::Invalid(format!(
+                "the damage at {index} is at the log's start ({lowest})"
+            )));
+        }
+        if index < next {
             let (_, kept) = self.entry_meta(index - 1)?;
             self.entries.truncate_from(index).map_err(entry_log_err)?;
             let data = &self.data;
@@ -203,10 +295,6 @@ impl Inner {
             }
             data.truncate_from(kept.data_end)
                 .map_err(StoreError::Data)?;
-        } else if index <= lowest {
-            return Err(StoreError::Invalid(format!(
-                "the damage at {index} is at the log's start ({lowest})"
-            )));
         }
         self.entries.check_tail().map_err(entry_log_err)?;
         self.data.check_tail().map_err(StoreError::Data)
