@@ -302,6 +302,11 @@ const REGRESSION_SEEDS: &[(u64, usize, &[&str])] = &[
     // restart and used; a later power loss took it back below the member's own log (openraft
     // panicked: vote must GE last_leader_log_id). SlotFile now re-persists what it loads.
     (733477, 3, &[]),
+    // a member whose last segment held a flipped record followed by valid ones refused to
+    // open (corruption, not a torn write) and never came back; members now cut it and repair
+    // it from their peers with their vote floor raised (48, 77, 106, 178 failed alike)
+    (20127, 3, &[]),
+    (20562, 3, &[]),
 ];
 
 fn run_all(settings: &Settings, runner: &Path, logs: &Path) -> ExitCode {
