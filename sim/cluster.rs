@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::history::{History, RaftSample};
 use crate::trace::Trace;
+use crate::workload::RecordLimits;
 
 /// The port every node serves gRPC on.
 pub const RPC_PORT: u16 = 7400;
@@ -104,7 +105,9 @@ pub struct SimNode {
     pub addr: SocketAddr,
     pub disk: SimDisk,
     pub clock: Arc<SkewedClock>,
-    pub config: NodeConfig,
+    /// The configuration the node's next (re)start runs with: the config-drift scenario changes
+    /// it between two lives of the node (its data directory and addresses never change).
+    pub config: Arc<Mutex<NodeConfig>>,
     pub handle: NodeHandle,
     pub up: bool,
     /// The share of disk calls that fail, per million (set by the fault schedule).
@@ -115,14 +118,12 @@ impl SimNode {
     /// The directory the node keeps its client records' segments in: the log of a standalone
     /// node, the data log of a cluster member (its Raft entry log is elsewhere).
     pub fn log_dir(&self) -> PathBuf {
-        let log = self
-            .config
-            .log_config()
-            .expect("the sim's node config is valid");
-        match self.config.cluster {
+        let config = self.config.lock().clone();
+        let log = config.log_config().expect("the sim's node config is valid");
+        match config.cluster {
             None => log.dir,
             Some(_) => {
-                loghouse::raft::store::StoreConfig::new(&self.config.data_dir, log)
+                loghouse::raft::store::StoreConfig::new(&config.data_dir, log)
                     .data
                     .dir
             }
@@ -143,6 +144,10 @@ pub struct Cluster {
     pub client: NodeHandle,
     handle: Handle,
     pub shared: Arc<Shared>,
+    /// The record sizes the workload draws (config drift moves them).
+    pub records: Arc<RecordLimits>,
+    /// The configurations the config-drift scenario drew, by number (`Fault::Reconfigure`).
+    pub drift_configs: Vec<NodeConfig>,
     /// How many faults currently want each (from, to) link between nodes clogged.
     link_clogs: BTreeMap<(usize, usize), u32>,
 }
@@ -160,16 +165,25 @@ pub fn gossip_addr(index: usize) -> SocketAddr {
 }
 
 impl Cluster {
-    /// Creates `configs.len()` server nodes (started at once) and the client node.
+    /// Creates `configs.len()` server nodes and the client node. The nodes `deferred` names are
+    /// created down (never started: their disks are empty) and start at their first `power_on`;
+    /// the others start at once.
     pub fn build(
         handle: &Handle,
         configs: Vec<NodeConfig>,
         disk_seeds: Vec<u64>,
+        deferred: &[usize],
         shared: Arc<Shared>,
     ) -> Cluster {
+        let smallest_record = (configs.iter().map(|c| c.record_bytes_max).min()).unwrap_or(1);
         let nodes = (configs.into_iter().zip(disk_seeds).enumerate())
             .map(|(index, (config, disk_seed))| {
-                start_node(handle, index, config, disk_seed, shared.clone())
+                let mut node = start_node(handle, index, config, disk_seed, shared.clone());
+                if deferred.contains(&index) {
+                    handle.kill(node.handle.id());
+                    node.up = false;
+                }
+                node
             })
             .collect();
         let client_ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1));
@@ -179,6 +193,8 @@ impl Cluster {
             client,
             handle: handle.clone(),
             shared,
+            records: RecordLimits::new(smallest_record, smallest_record),
+            drift_configs: Vec::new(),
             link_clogs: BTreeMap::new(),
         }
     }
@@ -256,6 +272,21 @@ impl Cluster {
         true
     }
 
+    /// Process crash, or a stop with nothing left to write: kill the node but keep every byte it
+    /// wrote (the OS still holds what was not synced), so the next start reopens a log whose
+    /// last segment was not closed. Returns false (and does nothing) when the node is down.
+    pub fn process_kill(&mut self, node: usize) -> bool {
+        let sim_node = &mut self.nodes[node];
+        if !sim_node.up {
+            return false;
+        }
+        self.handle.kill(sim_node.handle.id());
+        self.shared.metrics.lock().remove(&node);
+        sim_node.up = false;
+        self.shared.event(format!("node {node} process killed"));
+        true
+    }
+
     /// Starts a node that is down (its init task reopens the log). Does nothing when it is up.
     pub fn power_on(&mut self, node: usize) {
         let sim_node = &mut self.nodes[node];
@@ -307,13 +338,14 @@ fn start_node(
     let addr = rpc_addr(index);
     let disk = SimDisk::new(disk_seed);
     let clock = Arc::new(SkewedClock::default());
+    let config = Arc::new(Mutex::new(config));
     let init = {
         let (disk, clock, config) = (disk.clone(), clock.clone(), config.clone());
         move || {
             run_node(
                 index,
                 addr,
-                config.clone(),
+                config.lock().clone(),
                 disk.clone(),
                 clock.clone(),
                 shared.clone(),
