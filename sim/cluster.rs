@@ -6,10 +6,13 @@
 //! i (Raft id i + 1) is `10.0.0.(i+1)`, gRPC on 7400, gossip (UDP) on 7500; it starts with
 //! `server::start_member` inside its madsim node's init task (so a kill drops Raft, gossip and
 //! the server together), node 0 bootstraps the cluster, and every node joins through all the
-//! others' gossip addresses (so a restarted node finds the cluster whoever is up).
+//! others' gossip addresses (so a restarted node finds the cluster whoever is up; the formation
+//! scenario gives each a subset, and starts the nodes one at a time: `Cluster::build`'s
+//! `deferred`).
 //!
-//! A node's disk and clock live here, outside the madsim node, so they survive a kill: a restart
-//! runs the node's init task again, which reopens (recovers) the log from whatever the disk kept.
+//! A node's disk, clock and configuration live here, outside the madsim node, so they survive a
+//! kill: a restart runs the node's init task again, which reopens (recovers) the log from
+//! whatever the disk kept, with the configuration the node has then (config drift changes it).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
