@@ -9,6 +9,9 @@
 //!   answered for records a bit flip damaged;
 //! - record timestamps never decrease along the log (whatever the clock skew);
 //! - the liveness phase met its bounds;
+//! - a produce refused with INVALID_ARGUMENT stored nothing (standalone node);
+//! - retention (config drift may turn it on) only ever drops a prefix: on a node that ran with
+//!   it, offsets below the lowest one it reports are excused from the checks above, nothing else;
 //!
 //! and in a cluster:
 //! - at most one leader per term (what each node's Raft reported);
@@ -53,6 +56,7 @@ pub const TWO_LEADERS: &str = "two-leaders-in-a-term";
 pub const DIVERGED: &str = "replicas-diverge";
 pub const TERMS_BACKWARDS: &str = "terms-decrease";
 pub const ACKED_MINORITY: &str = "acked-record-not-on-a-majority";
+pub const REFUSED_STORED: &str = "refused-record-stored";
 
 /// Every invariant, in a fixed order.
 pub fn check(history: &History) -> Vec<Violation> {
@@ -70,6 +74,29 @@ pub fn check(history: &History) -> Vec<Violation> {
     out.extend(check_terms_monotonic(history));
     out.extend(check_acked_on_majority(history));
     out.extend(check_liveness(history));
+    out.extend(check_refused_not_stored(history));
+    out
+}
+
+/// A value whose produce was refused (INVALID_ARGUMENT) is nowhere in the log, on a standalone
+/// node (raw calls: one attempt each). In a cluster the client's retries make it a `Maybe`.
+pub fn check_refused_not_stored(history: &History) -> Vec<Violation> {
+    if history.at_least_once {
+        return Vec::new();
+    }
+    let refused: BTreeSet<ValueId> = history.refused().collect();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (node, offset, decoded) in observed_values(history) {
+        if let Ok(id) = decoded {
+            if refused.contains(id) && seen.insert(*id) {
+                out.push(violation(
+                    REFUSED_STORED,
+                    format!("{id} was refused (INVALID_ARGUMENT), yet node {node} served it at offset {offset}"),
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -235,6 +262,9 @@ pub fn check_acked_durable(history: &History) -> Vec<Violation> {
     };
     let mut out = Vec::new();
     for (id, offset) in history.acked() {
+        if history.retained_away(scan.node, scan.lowest_offset, offset) {
+            continue;
+        }
         let fine = match scan.entries.get(&offset) {
             Some(ReadOutcome::Value(_)) => true,
             Some(ReadOutcome::DataLoss) => history.flipped(scan.node, offset),
@@ -503,7 +533,8 @@ pub fn check_acked_on_majority(history: &History) -> Vec<Violation> {
     for (id, offset) in history.acked() {
         let holding = (history.replicas.iter())
             .filter(|r| {
-                matches!(r.entries.get(&offset), Some(Stored::Record { id: Ok(at), .. }) if *at == id)
+                history.retained_away(r.node, r.lowest_offset, offset)
+                    || matches!(r.entries.get(&offset), Some(Stored::Record { id: Ok(at), .. }) if *at == id)
             })
             .count();
         if holding < majority {

@@ -565,3 +565,66 @@ fn at_least_once_allows_copies_of_unacknowledged_values_and_earlier_copies_of_ac
     let found = invariants(&check(&h));
     assert!(found.contains(&DUPLICATED), "{found:?}");
 }
+
+fn refused(id: ValueId) -> Produce {
+    Produce {
+        id,
+        phase: Phase::Safety,
+        outcome: ProduceOutcome::Refused {
+            reason: "InvalidArgument".into(),
+        },
+    }
+}
+
+#[test]
+fn a_refused_value_is_not_acknowledged_and_must_not_be_stored_on_a_standalone_node() {
+    let mut h = good_history();
+    h.produces.push(refused(id(2, 0)));
+    assert_eq!(check(&h), vec![], "a clean refusal is no loss");
+    // The log stored it anyway (at the end): refused-record-stored.
+    let mut entries: Vec<(u64, ReadOutcome)> = h
+        .final_scan
+        .as_ref()
+        .unwrap()
+        .entries
+        .clone()
+        .into_iter()
+        .collect();
+    entries.push((4, value_at(id(2, 0))));
+    h.final_scan = Some(scan(5, &entries));
+    assert_eq!(invariants(&check(&h)), vec![REFUSED_STORED]);
+    // In a cluster an earlier attempt of the call may have been stored: a maybe.
+    h.at_least_once = true;
+    assert_eq!(check_refused_not_stored(&h), vec![]);
+}
+
+#[test]
+fn retention_excuses_only_offsets_below_the_lowest_on_a_node_that_ran_with_it() {
+    let mut h = good_history();
+    // Retention dropped offset 0: the scan starts at 1.
+    let mut dropped = scan(
+        4,
+        &[
+            (1, value_at(id(0, 1))),
+            (2, value_at(id(1, 0))),
+            (3, value_at(id(1, 1))),
+        ],
+    );
+    dropped.lowest_offset = 1;
+    h.final_scan = Some(dropped.clone());
+    assert_eq!(
+        invariants(&check(&h)),
+        vec![ACKED_LOST],
+        "no retention: a loss"
+    );
+    h.retention_nodes.insert(0);
+    assert_eq!(check(&h), vec![]);
+    // Retention never excuses a hole above the lowest offset.
+    dropped.entries.remove(&2);
+    h.final_scan = Some(dropped);
+    let found = invariants(&check(&h));
+    assert!(
+        found.contains(&ACKED_LOST) && found.contains(&GAP),
+        "{found:?}"
+    );
+}

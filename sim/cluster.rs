@@ -6,10 +6,13 @@
 //! i (Raft id i + 1) is `10.0.0.(i+1)`, gRPC on 7400, gossip (UDP) on 7500; it starts with
 //! `server::start_member` inside its madsim node's init task (so a kill drops Raft, gossip and
 //! the server together), node 0 bootstraps the cluster, and every node joins through all the
-//! others' gossip addresses (so a restarted node finds the cluster whoever is up).
+//! others' gossip addresses (so a restarted node finds the cluster whoever is up; the formation
+//! scenario gives each a subset, and starts the nodes one at a time: `Cluster::build`'s
+//! `deferred`).
 //!
-//! A node's disk and clock live here, outside the madsim node, so they survive a kill: a restart
-//! runs the node's init task again, which reopens (recovers) the log from whatever the disk kept.
+//! A node's disk, clock and configuration live here, outside the madsim node, so they survive a
+//! kill: a restart runs the node's init task again, which reopens (recovers) the log from
+//! whatever the disk kept, with the configuration the node has then (config drift changes it).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -31,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::history::{History, RaftSample};
 use crate::trace::Trace;
+use crate::workload::RecordLimits;
 
 /// The port every node serves gRPC on.
 pub const RPC_PORT: u16 = 7400;
@@ -105,7 +109,9 @@ pub struct SimNode {
     pub addr: SocketAddr,
     pub disk: SimDisk,
     pub clock: Arc<SkewedClock>,
-    pub config: NodeConfig,
+    /// The configuration the node's next (re)start runs with: the config-drift scenario changes
+    /// it between two lives of the node (its data directory and addresses never change).
+    pub config: Arc<Mutex<NodeConfig>>,
     pub handle: NodeHandle,
     pub up: bool,
     /// The share of disk calls that fail, per million (set by the fault schedule).
@@ -116,14 +122,12 @@ impl SimNode {
     /// The directory the node keeps its client records' segments in: the log of a standalone
     /// node, the data log of a cluster member (its Raft entry log is elsewhere).
     pub fn log_dir(&self) -> PathBuf {
-        let log = self
-            .config
-            .log_config()
-            .expect("the sim's node config is valid");
-        match self.config.cluster {
+        let config = self.config.lock().clone();
+        let log = config.log_config().expect("the sim's node config is valid");
+        match config.cluster {
             None => log.dir,
             Some(_) => {
-                loghouse::raft::store::StoreConfig::new(&self.config.data_dir, log)
+                loghouse::raft::store::StoreConfig::new(&config.data_dir, log)
                     .data
                     .dir
             }
@@ -144,6 +148,10 @@ pub struct Cluster {
     pub client: NodeHandle,
     handle: Handle,
     pub shared: Arc<Shared>,
+    /// The record sizes the workload draws (config drift moves them).
+    pub records: Arc<RecordLimits>,
+    /// The configurations the config-drift scenario drew, by number (`Fault::Reconfigure`).
+    pub drift_configs: Vec<NodeConfig>,
     /// How many faults currently want each (from, to) link between nodes clogged.
     link_clogs: BTreeMap<(usize, usize), u32>,
 }
@@ -161,16 +169,25 @@ pub fn gossip_addr(index: usize) -> SocketAddr {
 }
 
 impl Cluster {
-    /// Creates `configs.len()` server nodes (started at once) and the client node.
+    /// Creates `configs.len()` server nodes and the client node. The nodes `deferred` names are
+    /// created down (never started: their disks are empty) and start at their first `power_on`;
+    /// the others start at once.
     pub fn build(
         handle: &Handle,
         configs: Vec<NodeConfig>,
         disk_seeds: Vec<u64>,
+        deferred: &[usize],
         shared: Arc<Shared>,
     ) -> Cluster {
+        let smallest_record = (configs.iter().map(|c| c.record_bytes_max).min()).unwrap_or(1);
         let nodes = (configs.into_iter().zip(disk_seeds).enumerate())
             .map(|(index, (config, disk_seed))| {
-                start_node(handle, index, config, disk_seed, shared.clone())
+                let mut node = start_node(handle, index, config, disk_seed, shared.clone());
+                if deferred.contains(&index) {
+                    handle.kill(node.handle.id());
+                    node.up = false;
+                }
+                node
             })
             .collect();
         let client_ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1));
@@ -180,6 +197,8 @@ impl Cluster {
             client,
             handle: handle.clone(),
             shared,
+            records: RecordLimits::new(smallest_record, smallest_record),
+            drift_configs: Vec::new(),
             link_clogs: BTreeMap::new(),
         }
     }
@@ -257,6 +276,21 @@ impl Cluster {
         true
     }
 
+    /// Process crash, or a stop with nothing left to write: kill the node but keep every byte it
+    /// wrote (the OS still holds what was not synced), so the next start reopens a log whose
+    /// last segment was not closed. Returns false (and does nothing) when the node is down.
+    pub fn process_kill(&mut self, node: usize) -> bool {
+        let sim_node = &mut self.nodes[node];
+        if !sim_node.up {
+            return false;
+        }
+        self.handle.kill(sim_node.handle.id());
+        self.shared.metrics.lock().remove(&node);
+        sim_node.up = false;
+        self.shared.event(format!("node {node} process killed"));
+        true
+    }
+
     /// Starts a node that is down (its init task reopens the log). Does nothing when it is up.
     pub fn power_on(&mut self, node: usize) {
         let sim_node = &mut self.nodes[node];
@@ -308,13 +342,14 @@ fn start_node(
     let addr = rpc_addr(index);
     let disk = SimDisk::new(disk_seed);
     let clock = Arc::new(SkewedClock::default());
+    let config = Arc::new(Mutex::new(config));
     let init = {
         let (disk, clock, config) = (disk.clone(), clock.clone(), config.clone());
         move || {
             run_node(
                 index,
                 addr,
-                config.clone(),
+                config.lock().clone(),
                 disk.clone(),
                 clock.clone(),
                 shared.clone(),

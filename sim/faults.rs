@@ -73,6 +73,17 @@ pub enum Fault {
         bit: u8,
         index_file: bool,
     },
+    /// Config drift: stop the node (`clean`: a process exit, every written byte kept; otherwise
+    /// a power loss, torn or not), give it configuration number `config` of the run's drawn
+    /// configurations (every limit may be lower or higher than before), start it after
+    /// `down_ms`.
+    Reconfigure {
+        node: usize,
+        clean: bool,
+        torn: bool,
+        down_ms: u64,
+        config: usize,
+    },
 }
 
 impl Fault {
@@ -92,6 +103,7 @@ impl Fault {
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::IoErrors { .. } => "io-errors",
             Fault::BitFlip { .. } => "bit-flip",
+            Fault::Reconfigure { .. } => "reconfigure",
         }
     }
 }

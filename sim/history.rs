@@ -24,6 +24,12 @@ pub enum ProduceOutcome {
     Acked { offset: u64 },
     /// An error status or a timeout: the value may be in the log (at most once) or not at all.
     Maybe { reason: String },
+    /// INVALID_ARGUMENT (the record is over the leader's `record_bytes_max`, or the batch over
+    /// `limits.batch_records_max`): a clean refusal. On a standalone node the value must never
+    /// be stored; in a cluster an earlier attempt of the same call (the client retries an
+    /// unknown outcome on the next leader, whose limits may differ) may have been, so it counts
+    /// as `Maybe` there.
+    Refused { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +148,9 @@ pub struct History {
     pub replicas: Vec<ReplicaScan>,
     /// Bounds the liveness phase missed, in words.
     pub liveness_failures: Vec<String>,
+    /// Nodes that ran with a retention limit at some time (config drift): their logs may have
+    /// dropped their oldest segments, so offsets below a scan's lowest offset are excused there.
+    pub retention_nodes: std::collections::BTreeSet<usize>,
 }
 
 impl History {
@@ -158,8 +167,21 @@ impl History {
     pub fn acked(&self) -> impl Iterator<Item = (ValueId, u64)> + '_ {
         self.produces.iter().filter_map(|p| match p.outcome {
             ProduceOutcome::Acked { offset } => Some((p.id, offset)),
-            ProduceOutcome::Maybe { .. } => None,
+            ProduceOutcome::Maybe { .. } | ProduceOutcome::Refused { .. } => None,
         })
+    }
+
+    /// The values a produce call was refused (INVALID_ARGUMENT).
+    pub fn refused(&self) -> impl Iterator<Item = ValueId> + '_ {
+        (self.produces.iter())
+            .filter(|p| matches!(p.outcome, ProduceOutcome::Refused { .. }))
+            .map(|p| p.id)
+    }
+
+    /// Whether `offset` is below `lowest` on a node that ran with retention (it may have been
+    /// dropped by retention's rules).
+    pub fn retained_away(&self, node: usize, lowest: u64, offset: u64) -> bool {
+        offset < lowest && self.retention_nodes.contains(&node)
     }
 
     /// One past the highest acknowledged offset (0 when nothing was acknowledged).

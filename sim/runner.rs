@@ -4,7 +4,7 @@ use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::scenario::{self, Bug, Options};
+use crate::scenario::{self, Bug, Kind, Options};
 
 /// A run that has not finished after this much simulated time is stuck: the runtime panics.
 const SIM_TIME_LIMIT: Duration = Duration::from_secs(600);
@@ -16,14 +16,16 @@ struct Args {
     options: Options,
 }
 
-const USAGE: &str =
-    "usage: simulation --seed S [--nodes N] [--bug drop-ack] [--no-bit-flips] [--trace]";
+const USAGE: &str = "usage: simulation --seed S [--nodes N] [--scenario standard|formation|drift] \
+     [--bug drop-ack|no-min-replicas|open-with-configured-limit] [--no-bit-flips] [--drift-cluster-record-limit] [--trace]";
 
 fn parse_args() -> Result<Args, String> {
     let mut seed = None;
     let mut options = Options {
         nodes: 1,
         bug: None,
+        scenario: None,
+        drift_cluster_record_limit: false,
         print_trace: false,
         cluster_bit_flips: true,
     };
@@ -46,11 +48,27 @@ fn parse_args() -> Result<Args, String> {
                     return Err("--nodes: 1 (a standalone node) to 7 (a Raft cluster)".into());
                 }
             }
-            "--bug" => match value("--bug")?.as_str() {
-                "drop-ack" => options.bug = Some(Bug::DropAck),
-                other => return Err(format!("--bug: unknown bug {other:?} (known: drop-ack)")),
-            },
+            "--bug" => {
+                let name = value("--bug")?;
+                let bug = Bug::ALL.into_iter().find(|b| b.name() == name);
+                let known: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+                options.bug = Some(bug.ok_or_else(|| {
+                    format!("--bug: unknown bug {name:?} (known: {})", known.join(", "))
+                })?);
+            }
+            "--scenario" => {
+                let name = value("--scenario")?;
+                let kind = Kind::ALL.into_iter().find(|k| k.name() == name);
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                options.scenario = Some(kind.ok_or_else(|| {
+                    format!(
+                        "--scenario: unknown scenario {name:?} (known: {})",
+                        known.join(", ")
+                    )
+                })?);
+            }
             "--trace" => options.print_trace = true,
+            "--drift-cluster-record-limit" => options.drift_cluster_record_limit = true,
             // Bit flips in a cluster are on by default; `--bit-flips` stays for old replay lines.
             "--bit-flips" => options.cluster_bit_flips = true,
             "--no-bit-flips" => options.cluster_bit_flips = false,
@@ -62,17 +80,23 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn replay_command(seed: u64, options: &Options) -> String {
-    let bug = match options.bug {
-        Some(Bug::DropAck) => " --bug drop-ack",
-        None => "",
-    };
+    let scenario = (options.scenario)
+        .map(|k| format!(" --scenario {}", k.name()))
+        .unwrap_or_default();
+    let bug = (options.bug)
+        .map(|b| format!(" --bug {}", b.name()))
+        .unwrap_or_default();
     let flips = if options.cluster_bit_flips {
         ""
     } else {
         " --no-bit-flips"
     };
+    let record = match options.drift_cluster_record_limit {
+        true => " --drift-cluster-record-limit",
+        false => "",
+    };
     format!(
-        "cargo sim-seed --seed {seed} --nodes {}{bug}{flips}",
+        "cargo sim-seed --seed {seed} --nodes {}{scenario}{bug}{flips}{record}",
         options.nodes
     )
 }
@@ -99,7 +123,7 @@ pub fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let bug = options.bug.map_or("none", |_| "drop-ack");
+    let bug = options.bug.map_or("none", Bug::name);
     println!("seed={seed} nodes={} bug={bug}", options.nodes);
     let replay = replay_command(seed, &options);
     let real_started = Instant::now();

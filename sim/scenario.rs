@@ -29,6 +29,11 @@ const LIVENESS_BOUND: Duration = Duration::from_secs(30);
 /// A cluster must have formed (one leader, every node a member, `voters_target` voters) this
 /// long after it starts, before any fault.
 const FORMATION_BOUND: Duration = Duration::from_secs(30);
+/// What the formation scenario adds to `FORMATION_BOUND`: foca's periodic announce period
+/// (`Config::new_lan`: 30 s). A node that joined through a seed cut off from the leader's side
+/// is known there only once its update reaches it; gossip stops spreading an update after a few
+/// rounds, so that can take until the next periodic announce (seed 103 at N = 3 took 29 s).
+const FORMATION_GOSSIP_SLACK: Duration = Duration::from_secs(30);
 /// In a cluster, every replica must report the same committed offset, and be read whole, this
 /// long after the liveness checks.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(30);
@@ -37,8 +42,13 @@ const LIVENESS_VALUES_PER_PRODUCER: usize = 4;
 /// Producer ids of the liveness phase start here (safety producers count from 0).
 const LIVENESS_PRODUCER_BASE: u32 = 1000;
 const RECORD_BYTES_MAX: u32 = 1024;
-/// Bytes of one index entry (see the storage engine's index format).
-const INDEX_ENTRY_BYTES: u64 = 16;
+/// Bytes of one index entry (the storage engine's index format).
+const INDEX_ENTRY_BYTES: u64 = loghouse::log::INDEX_ENTRY_BYTES;
+/// Producer ids of the formation-under-load scenario's producers start here.
+const FORMATION_PRODUCER_BASE: u32 = 500;
+/// The scenario (and what only the new scenarios draw) comes from a stream of its own, so a
+/// seed that runs the standard scenario draws exactly what it drew before scenarios existed.
+const SCENARIO_STREAM: u64 = 0x5ce7_a210_d21f_7c0d;
 const SCAN_BATCH_RECORDS: u32 = 256;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_DELAY: Duration = Duration::from_millis(100);
@@ -49,12 +59,80 @@ pub enum Bug {
     /// storage bug that loses an acknowledged record would): the checker must catch it. In a
     /// cluster this is done on every node (losing it on a minority is what replication repairs).
     DropAck,
+    /// `loghouse::planted_bugs::no_min_replicas`: acknowledge once Raft commits on a majority
+    /// of the voters in force (a forming cluster's bootstrap node alone). The formation
+    /// scenario must catch it.
+    NoMinReplicas,
+    /// `loghouse::planted_bugs::open_with_configured_limit`: the log's open judges frames by
+    /// the configured `record_bytes_max`. The config-drift scenario must catch it.
+    OpenWithConfiguredLimit,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 3] = [
+        Bug::DropAck,
+        Bug::NoMinReplicas,
+        Bug::OpenWithConfiguredLimit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::DropAck => "drop-ack",
+            Bug::NoMinReplicas => "no-min-replicas",
+            Bug::OpenWithConfiguredLimit => "open-with-configured-limit",
+        }
+    }
+}
+
+/// Which scenario a run plays, drawn from the seed (or forced with `--scenario`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Every node starts at once, knowing every other; the cluster forms before any load or
+    /// fault; then the safety phase's faults.
+    Standard,
+    /// Formation under load (N > 1): nodes start one at a time, each joining a few of those
+    /// already up; producers write from the start; the leader crashes or is cut off while the
+    /// cluster forms, and the bootstrap node (alone a voter at first) takes disk faults.
+    Formation,
+    /// Config drift: nodes restart (after a power loss or a clean stop) with every limit of
+    /// their configuration changed, lower or higher; a node crashes at its first boot.
+    Drift,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Standard, Kind::Formation, Kind::Drift];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Standard => "standard",
+            Kind::Formation => "formation",
+            Kind::Drift => "drift",
+        }
+    }
+
+    /// Standalone: 70% standard, 30% drift. Cluster: 50% standard, 30% formation, 20% drift.
+    fn draw(rng: &mut Rng, nodes: usize) -> Kind {
+        let roll = rng.below(10);
+        match (nodes, roll) {
+            (1, 0..=6) | (_, 0..=4) => Kind::Standard,
+            (1, _) | (_, 8..=9) => Kind::Drift,
+            _ => Kind::Formation,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub nodes: usize,
     pub bug: Option<Bug>,
+    /// Play this scenario whatever the seed draws (`--scenario`).
+    pub scenario: Option<Kind>,
+    /// Config drift changes cluster members' `record_bytes_max` too
+    /// (`--drift-cluster-record-limit`). Off by default: members whose limits differ do not
+    /// work today, a follower refuses to store replicated entries over its own limit
+    /// (`raft::store`'s `validate_append`), stops its Raft and never catches up (seeds 13, 92
+    /// and 124 at N = 3; see sim/README.md).
+    pub drift_cluster_record_limit: bool,
     pub print_trace: bool,
     /// Draw bit flips in a cluster too (on by default; `--no-bit-flips` turns them off, for
     /// seeds recorded before replicas repaired damage, see sim/README.md).
@@ -176,9 +254,26 @@ impl Params {
 
 pub async fn run(options: Options) -> Outcome {
     let started = Instant::now();
-    let mut rng = Rng::new(madsim::rand::thread_rng().next_u64());
+    let base = madsim::rand::thread_rng().next_u64();
+    let mut rng = Rng::new(base);
+    let mut srng = Rng::new(base ^ SCENARIO_STREAM);
     let nodes = options.nodes;
-    let params = Params::draw(&mut rng, nodes, options.cluster_bit_flips);
+    let drawn = Kind::draw(&mut srng, nodes);
+    let kind = match options.scenario.unwrap_or(drawn) {
+        Kind::Formation if nodes == 1 => Kind::Standard,
+        kind => kind,
+    };
+    loghouse::planted_bugs::set_no_min_replicas(options.bug == Some(Bug::NoMinReplicas));
+    loghouse::planted_bugs::set_open_with_configured_limit(
+        options.bug == Some(Bug::OpenWithConfiguredLimit),
+    );
+    println!("scenario: {}", kind.name());
+    let mut params = Params::draw(&mut rng, nodes, options.cluster_bit_flips);
+    if kind == Kind::Formation {
+        // The bootstrap node is alone a voter while the others join: it takes the disk faults
+        // (one node: a minority of the voters).
+        params.intensity.disk_nodes = vec![0];
+    }
     println!(
         "params: segment_bytes_max={} index_entries={} producers={} readers={} followers={} safety_ms={} mean_fault_gap_ms={} bit_flips={} disk_fault_nodes={:?}",
         params.segment_bytes_max, params.index_entries, params.producers, params.readers,
@@ -197,15 +292,53 @@ pub async fn run(options: Options) -> Outcome {
         history.nodes = nodes;
         history.at_least_once = nodes > 1;
     }
-    let configs = (0..nodes).map(|i| params.node_config(i)).collect();
+    let mut configs: Vec<NodeConfig> = (0..nodes).map(|i| params.node_config(i)).collect();
     let disk_seeds = (0..nodes).map(|_| rng.next_u64()).collect();
     let handle = madsim::runtime::Handle::current();
-    let mut cluster = Cluster::build(&handle, configs, disk_seeds, shared.clone());
+    // What the scenario does before the safety phase (node starts, faults while forming).
+    let mut early: Vec<(u64, usize, Action)> = Vec::new();
+    let mut deferred = Vec::new();
+    let mut drift = None;
+    match kind {
+        Kind::Standard => {}
+        Kind::Formation => {
+            let plan = FormationPlan::draw(&mut srng, &params);
+            println!("formation: {}", plan.describe());
+            for (node, join) in plan.joins.iter().enumerate() {
+                if let Some(cluster_config) = &mut configs[node].cluster {
+                    cluster_config.join = join.iter().copied().map(cluster::gossip_addr).collect();
+                }
+            }
+            deferred = plan
+                .starts
+                .iter()
+                .filter(|(_, at)| *at > 0)
+                .map(|(n, _)| *n)
+                .collect();
+            early = plan.events;
+        }
+        Kind::Drift => {
+            let record = nodes == 1 || options.drift_cluster_record_limit;
+            let mut plan = DriftPlan::draw(&mut srng, &params, &configs, record);
+            println!("drift: {}", plan.describe());
+            early = timeline(std::mem::take(&mut plan.early), nodes);
+            drift = Some(plan);
+        }
+    }
+    let mut cluster = Cluster::build(&handle, configs, disk_seeds, &deferred, shared.clone());
 
-    let schedule = faults::plan(&mut rng, params.safety_ms, nodes, &params.intensity);
+    let mut schedule = faults::plan(&mut rng, params.safety_ms, nodes, &params.intensity);
+    if let Some(plan) = drift {
+        cluster.records = workload::RecordLimits::new(RECORD_BYTES_MAX, plan.largest_record());
+        schedule.extend(plan.faults);
+        schedule.sort_by_key(|p| p.at_ms);
+        cluster.drift_configs = plan.configs;
+    }
     println!("faults: {}", count_kinds(&schedule));
     if nodes > 1 {
-        formation(&cluster, &params).await;
+        formation(&mut cluster, &params, early, kind, &mut rng).await;
+    } else {
+        run_timeline(&mut cluster, early).await;
     }
     safety_phase(&mut cluster, &params, schedule, &mut rng).await;
     liveness_phase(&mut cluster, &params, options.bug, &mut rng).await;
@@ -258,12 +391,61 @@ fn count_kinds(schedule: &[Planned]) -> String {
     format!("{} planned ({})", schedule.len(), parts.join(" "))
 }
 
+/// Applies `events` (time from now, resolution key, action) at their times.
+async fn run_timeline(cluster: &mut Cluster, events: Vec<(u64, usize, Action)>) {
+    let started = Instant::now();
+    let mut resolved = BTreeMap::new();
+    for (at_ms, fault, action) in events {
+        tokio::time::sleep_until(started + Duration::from_millis(at_ms)).await;
+        apply(cluster, fault, action, &mut resolved);
+    }
+}
+
 /// Waits until the cluster has formed: a leader whose membership holds every node, with
 /// `voters_target` voters (node 0 bootstraps alone; the leader's controller adds the others as
-/// learners as gossip finds them, then promotes them). Not forming in time is a liveness failure.
-async fn formation(cluster: &Cluster, params: &Params) {
+/// learners as gossip finds them, then promotes them). Not forming in time (`FORMATION_BOUND`
+/// after the last of `events`) is a liveness failure. Meanwhile `events` apply at their times
+/// (the formation scenario's node starts and faults; nothing in the standard scenario); in the
+/// formation scenario, producers write from the start.
+async fn formation(
+    cluster: &mut Cluster,
+    params: &Params,
+    events: Vec<(u64, usize, Action)>,
+    kind: Kind,
+    rng: &mut Rng,
+) {
     let started = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut producers = Vec::new();
+    if kind == Kind::Formation {
+        for p in 0..params.producers {
+            let id = FORMATION_PRODUCER_BASE + p;
+            let producer = Producer::new(ctx(cluster, stop_rx.clone()), id, rng.fork());
+            producers.push(cluster.client.spawn(producer.run()));
+        }
+    }
+    let last_event_ms = events.last().map_or(0, |(at, _, _)| *at);
+    let bound_from = started + Duration::from_millis(last_event_ms);
+    let bound = match kind {
+        Kind::Formation => FORMATION_BOUND + FORMATION_GOSSIP_SLACK,
+        _ => FORMATION_BOUND,
+    };
+    let mut events = events.into_iter().peekable();
+    let mut resolved = BTreeMap::new();
     loop {
+        while let Some((at_ms, _, _)) = events.peek() {
+            if started + Duration::from_millis(*at_ms) > Instant::now() {
+                break;
+            }
+            let (_, fault, action) = events.next().expect("peeked");
+            apply(cluster, fault, action, &mut resolved);
+        }
+        if events.peek().is_some() {
+            let (at_ms, _, _) = events.peek().expect("peeked");
+            let next = started + Duration::from_millis(*at_ms);
+            tokio::time::sleep_until(next.min(Instant::now() + POLL_DELAY)).await;
+            continue;
+        }
         let formed = cluster.leader().and_then(|leader| {
             let metrics = cluster.shared.metrics.lock().get(&leader)?.borrow().clone();
             let membership = metrics.membership_config.membership();
@@ -276,11 +458,11 @@ async fn formation(cluster: &Cluster, params: &Params) {
                 "cluster formed: node {leader} leads {} voters of {} members",
                 params.voters_target, params.nodes
             ));
-            return;
+            break;
         }
-        if started.elapsed() >= FORMATION_BOUND {
+        if bound_from.elapsed() >= bound {
             let failure = format!(
-                "the cluster did not form ({} voters of {} members) within {FORMATION_BOUND:?}",
+                "the cluster did not form ({} voters of {} members) within {bound:?}",
                 params.voters_target, params.nodes
             );
             cluster.shared.event(&failure);
@@ -290,9 +472,13 @@ async fn formation(cluster: &Cluster, params: &Params) {
                 .lock()
                 .liveness_failures
                 .push(failure);
-            return;
+            break;
         }
         tokio::time::sleep(POLL_DELAY).await;
+    }
+    let _ = stop_tx.send(true);
+    for task in producers {
+        let _ = task.await;
     }
 }
 
@@ -302,7 +488,7 @@ fn ctx(cluster: &Cluster, stop: watch::Receiver<bool>) -> Ctx {
         addrs: cluster.addrs(),
         cluster: cluster.nodes.len() > 1,
         stop,
-        pad_max: (RECORD_BYTES_MAX as usize - value::encoded_len(0)) as u16,
+        records: cluster.records.clone(),
     }
 }
 
@@ -355,6 +541,8 @@ enum Action {
     Start(Fault),
     /// The end of a fault's window.
     End(Fault),
+    /// The first start of a node created down (formation scenario).
+    Boot(usize),
 }
 
 /// What a fault that picks its target when it starts picked (to undo exactly that at its end).
@@ -369,7 +557,9 @@ fn timeline(schedule: Vec<Planned>, nodes: usize) -> Vec<(u64, usize, Action)> {
     let mut out = Vec::new();
     for (index, planned) in schedule.into_iter().enumerate() {
         let window_ms = match planned.fault {
-            Fault::Crash { down_ms, .. } | Fault::LeaderCrash { down_ms, .. } => Some(down_ms),
+            Fault::Crash { down_ms, .. }
+            | Fault::LeaderCrash { down_ms, .. }
+            | Fault::Reconfigure { down_ms, .. } => Some(down_ms),
             Fault::Pause { ms, .. }
             | Fault::PacketLoss { ms, .. }
             | Fault::LatencySpike { ms, .. }
@@ -418,6 +608,15 @@ fn apply(
     let net = cluster.net();
     let client = cluster.client.id();
     match action {
+        Action::Boot(node) => cluster.power_on(node),
+        Action::Start(Fault::Reconfigure {
+            node,
+            clean,
+            torn,
+            config,
+            ..
+        }) => reconfigure(cluster, node, clean, torn, config),
+        Action::End(Fault::Reconfigure { node, .. }) => cluster.power_on(node),
         Action::Start(Fault::Crash { node, torn, .. }) => {
             cluster.power_off(node, torn);
         }
@@ -511,6 +710,76 @@ fn apply(
         | Action::Start(Fault::RollingRestart { .. })
         | Action::End(Fault::RollingRestart { .. }) => {}
     }
+}
+
+/// Stops `node` (a clean stop: a process kill that keeps every written byte; or a power loss)
+/// and gives it drawn configuration number `config` for its next start. The workload's record
+/// size follows the smallest `record_bytes_max` now configured anywhere.
+fn reconfigure(cluster: &mut Cluster, node: usize, clean: bool, torn: bool, config: usize) {
+    let new = cluster.drift_configs[config].clone();
+    let old = cluster.nodes[node].config.lock().clone();
+    cluster.shared.event(format!(
+        "node {node} reconfigured: {}",
+        describe_drift(&old, &new)
+    ));
+    if new.retention_bytes_max.is_some() || new.retention_ms_max.is_some() {
+        cluster.shared.history.lock().retention_nodes.insert(node);
+    }
+    *cluster.nodes[node].config.lock() = new;
+    let smallest = (cluster.nodes.iter())
+        .map(|n| n.config.lock().record_bytes_max)
+        .min()
+        .unwrap_or(RECORD_BYTES_MAX);
+    cluster.records.set_current(smallest);
+    if clean {
+        cluster.process_kill(node);
+    } else {
+        cluster.power_off(node, torn);
+    }
+    // A node that was already down starts with the new configuration at the window's end.
+}
+
+/// The settings that differ between two configurations, as `name: old -> new`.
+fn describe_drift(old: &NodeConfig, new: &NodeConfig) -> String {
+    // Every limit as (name, value), from the configs' Debug forms ("Limits { a: 1, b: 2 }").
+    let fields = |c: &NodeConfig| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        out.insert("record_bytes_max".into(), c.record_bytes_max.to_string());
+        out.insert("segment_bytes_max".into(), c.segment_bytes_max.to_string());
+        out.insert("index_bytes_max".into(), c.index_bytes_max.to_string());
+        out.insert(
+            "retention_bytes_max".into(),
+            format!("{:?}", c.retention_bytes_max),
+        );
+        out.insert(
+            "retention_ms_max".into(),
+            format!("{:?}", c.retention_ms_max),
+        );
+        out.insert(
+            "retention_check_ms".into(),
+            c.retention_check_ms.to_string(),
+        );
+        let mut debug = vec![format!("{:?}", c.limits)];
+        debug.extend(c.cluster.as_ref().map(|cl| format!("{cl:?}")));
+        for text in debug {
+            let inner = text.split_once(" { ").map_or("", |(_, rest)| rest);
+            for pair in inner.trim_end_matches(" }").split(", ") {
+                if let Some((name, value)) = pair.split_once(": ") {
+                    out.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        out
+    };
+    let (before, after) = (fields(old), fields(new));
+    let changed: Vec<String> = (after.iter())
+        .filter(|(name, value)| before.get(*name) != Some(value))
+        .map(|(name, value)| {
+            let was = before.get(name).map_or("?", String::as_str);
+            format!("{name}: {was} -> {value}")
+        })
+        .collect();
+    changed.join("; ")
 }
 
 fn set_io_errors(cluster: &mut Cluster, node: usize, per_million: u32) {
@@ -782,10 +1051,13 @@ async fn check_readable(ctx: Ctx, node: usize, followers: u32, deadline: Instant
     let deadline = deadline.max(Instant::now() + Duration::from_secs(5));
     ctx.shared
         .event(format!("liveness: node {node} holds [{lowest}, {end})"));
-    if let Err(failure) = workload::follow_to(&ctx, &client, node, followers, end, deadline).await {
+    let bounds = (lowest, end);
+    if let Err(failure) =
+        workload::follow_to(&ctx, &client, node, followers, bounds, deadline).await
+    {
         failures.push(failure);
     }
-    let (entries, stopped_at) = scan(&ctx, &client, node, lowest, end, deadline).await;
+    let (entries, stopped_at, lowest) = scan(&ctx, &client, node, lowest, end, deadline).await;
     if let Some(stopped_at) = stopped_at {
         failures.push(format!(
             "the final scan of node {node} read only up to offset {stopped_at} of {end} within {LIVENESS_BOUND:?}"
@@ -852,21 +1124,22 @@ fn is_data_loss(error: &ClientError) -> bool {
 }
 
 /// Reads every offset in [lowest, end) of `node` with ConsumeBatch (falling back to Consume one
-/// by one around DATA_LOSS). Returns what it read and, when the deadline passed first, where it
-/// stopped.
+/// by one around DATA_LOSS). Returns what it read, when the deadline passed first where it
+/// stopped, and the node's lowest offset (retention may have raised it during the scan: the
+/// scan then goes on from there).
 async fn scan(
     ctx: &Ctx,
     client: &Client,
     node: usize,
-    lowest: u64,
+    mut lowest: u64,
     end: u64,
     deadline: Instant,
-) -> (BTreeMap<u64, Scanned>, Option<u64>) {
+) -> (BTreeMap<u64, Scanned>, Option<u64>, u64) {
     let mut entries = BTreeMap::new();
     let mut offset = lowest;
     while offset < end {
         if Instant::now() >= deadline {
-            return (entries, Some(offset));
+            return (entries, Some(offset), lowest);
         }
         match timeout(
             CALL_TIMEOUT,
@@ -903,6 +1176,20 @@ async fn scan(
                     _ => tokio::time::sleep(POLL_DELAY).await,
                 }
             }
+            Ok(Err(ClientError::Status(status))) if status.code() == tonic::Code::OutOfRange => {
+                // Below the lowest offset (retention dropped a segment since): go on from it.
+                match timeout(CALL_TIMEOUT, client.info()).await {
+                    Ok(Ok(info)) if info.lowest_offset > offset => {
+                        ctx.shared.event(format!(
+                            "scan of node {node}: its lowest offset is now {}",
+                            info.lowest_offset
+                        ));
+                        lowest = info.lowest_offset;
+                        offset = lowest;
+                    }
+                    _ => tokio::time::sleep(POLL_DELAY).await,
+                }
+            }
             _ => tokio::time::sleep(POLL_DELAY).await,
         }
     }
@@ -910,7 +1197,7 @@ async fn scan(
         "scan of node {node}: {} entries in [{lowest}, {end})",
         entries.len()
     ));
-    (entries, None)
+    (entries, None, lowest)
 }
 
 /// In a cluster, after the liveness checks: waits until every node reports the same committed
@@ -953,7 +1240,7 @@ async fn converge(ctx: Ctx, deadline: Instant) -> Vec<String> {
         let Some(client) = clients.get(&ctx, node).await else {
             continue;
         };
-        let (entries, stopped_at) =
+        let (entries, stopped_at, lowest) =
             scan(&ctx, &client, node, lowest, committed, scan_deadline).await;
         if let Some(stopped_at) = stopped_at {
             failures.push(format!(
@@ -982,4 +1269,282 @@ async fn converge(ctx: Ctx, deadline: Instant) -> Vec<String> {
         });
     }
     failures
+}
+
+/// The formation-under-load scenario's plan (N > 1): node 0 starts (and bootstraps) alone,
+/// the others one at a time after seeded delays, each joining through the gossip addresses of a
+/// seeded non-empty subset of the nodes started before it. Faults while the cluster forms: a
+/// node crashed right after its first start (its data directory just created), the leader
+/// crashed (restarted later) or cut off, and bit flips on node 0 (alone a voter at first).
+struct FormationPlan {
+    /// (node, first start in ms), in start order.
+    starts: Vec<(usize, u64)>,
+    /// For each node, the nodes it joins through.
+    joins: Vec<Vec<usize>>,
+    events: Vec<(u64, usize, Action)>,
+}
+
+impl FormationPlan {
+    fn draw(rng: &mut Rng, params: &Params) -> FormationPlan {
+        let nodes = params.nodes;
+        let mut order: Vec<usize> = (1..nodes).collect();
+        for i in 0..order.len() {
+            let j = i + rng.below((order.len() - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        let mut starts = vec![(0, 0)];
+        let mut joins = vec![Vec::new(); nodes];
+        let mut at = 0;
+        for (k, node) in order.into_iter().enumerate() {
+            // Node 0 alone first for a while: it takes writes (or, correctly, holds them).
+            at += if k == 0 {
+                rng.between(1_000, 6_000)
+            } else {
+                rng.between(0, 4_000)
+            };
+            let mut before: Vec<usize> = starts.iter().map(|(n, _)| *n).collect();
+            let size = rng.between(1, before.len() as u64) as usize;
+            for i in 0..size {
+                let j = i + rng.below((before.len() - i) as u64) as usize;
+                before.swap(i, j);
+            }
+            before.truncate(size);
+            before.sort_unstable();
+            joins[node] = before;
+            starts.push((node, at));
+        }
+        let last_start = at;
+        let first_join = starts.get(1).map_or(0, |(_, at)| *at);
+        let mut faults = Vec::new();
+        for (node, start) in &starts {
+            if rng.percent(40) {
+                faults.push(Planned {
+                    at_ms: start + rng.between(0, 40),
+                    fault: Fault::Crash {
+                        node: *node,
+                        torn: rng.percent(50),
+                        down_ms: rng.between(1, 1_000),
+                    },
+                });
+            }
+        }
+        for _ in 0..rng.between(1, 3) {
+            let at_ms = rng.between(200, last_start + 3_000);
+            let fault = if rng.percent(60) {
+                Fault::LeaderCrash {
+                    torn: rng.percent(50),
+                    down_ms: rng.between(300, 8_000),
+                }
+            } else {
+                Fault::LeaderIsolation {
+                    ms: rng.between(500, 6_000),
+                }
+            };
+            faults.push(Planned { at_ms, fault });
+        }
+        if params.intensity.bit_flips {
+            for _ in 0..rng.between(2, 6) {
+                faults.push(Planned {
+                    at_ms: rng.between(300, first_join + 1_500),
+                    fault: Fault::BitFlip {
+                        node: 0,
+                        pick: rng.next_u64(),
+                        position: rng.next_u64(),
+                        bit: rng.below(8) as u8,
+                        index_file: false,
+                    },
+                });
+            }
+        }
+        faults.sort_by_key(|p| p.at_ms);
+        let mut events: Vec<(u64, usize, Action)> = (starts.iter().skip(1))
+            .map(|(node, at)| (*at, usize::MAX, Action::Boot(*node)))
+            .collect();
+        events.extend(timeline(faults, nodes));
+        events.sort_by_key(|(at, _, _)| *at);
+        FormationPlan {
+            starts,
+            joins,
+            events,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let starts: Vec<String> = (self.starts.iter())
+            .map(|(node, at)| format!("node {node} at {at} ms joining {:?}", self.joins[*node]))
+            .collect();
+        format!("{}; {} events", starts.join(", "), self.events.len())
+    }
+}
+
+/// The config-drift scenario's plan: a node crashed at its first boot, and 2-6 restarts of
+/// seeded nodes during the safety phase, each with a new configuration drawn from the node's
+/// last one.
+struct DriftPlan {
+    configs: Vec<NodeConfig>,
+    faults: Vec<Planned>,
+    early: Vec<Planned>,
+}
+
+impl DriftPlan {
+    /// `record`: `record_bytes_max` drifts too.
+    fn draw(rng: &mut Rng, params: &Params, configs: &[NodeConfig], record: bool) -> DriftPlan {
+        let nodes = params.nodes;
+        let mut current = configs.to_vec();
+        let mut times: Vec<u64> = (0..rng.between(2, 6))
+            .map(|_| rng.below(params.safety_ms))
+            .collect();
+        times.sort_unstable();
+        let mut drawn = Vec::new();
+        let mut faults = Vec::new();
+        for at_ms in times {
+            let node = rng.below(nodes as u64) as usize;
+            let new = drift_config(rng, &current[node], record);
+            current[node] = new.clone();
+            drawn.push(new);
+            let fault = Fault::Reconfigure {
+                node,
+                clean: rng.percent(40),
+                torn: rng.percent(50),
+                down_ms: rng.between(1, 3_000),
+                config: drawn.len() - 1,
+            };
+            faults.push(Planned { at_ms, fault });
+        }
+        let early = vec![Planned {
+            at_ms: rng.between(0, 40),
+            fault: Fault::Crash {
+                node: rng.below(nodes as u64) as usize,
+                torn: rng.percent(50),
+                down_ms: rng.between(1, 500),
+            },
+        }];
+        DriftPlan {
+            configs: drawn,
+            faults,
+            early,
+        }
+    }
+
+    /// The largest `record_bytes_max` any configuration of the run has.
+    fn largest_record(&self) -> u32 {
+        (self.configs.iter().map(|c| c.record_bytes_max))
+            .max()
+            .unwrap_or(RECORD_BYTES_MAX)
+            .max(RECORD_BYTES_MAX)
+    }
+
+    fn describe(&self) -> String {
+        let each: Vec<String> = (self.faults.iter())
+            .map(|p| format!("{} at {} ms", p.fault, p.at_ms))
+            .collect();
+        format!(
+            "{} restarts ({}); early {}",
+            self.faults.len(),
+            each.join(", "),
+            self.early
+                .iter()
+                .map(|p| format!("{} at {} ms", p.fault, p.at_ms))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// A configuration drawn from `from`: each limit kept or changed (lower or higher) at random,
+/// drawn again until the whole passes `NodeConfig::validate` (`from` itself after 32 tries).
+/// Retention only on a standalone node (see sim/README.md); `record_bytes_max` only with
+/// `record`.
+fn drift_config(rng: &mut Rng, from: &NodeConfig, record: bool) -> NodeConfig {
+    for _ in 0..32 {
+        let mut c = from.clone();
+        let drawn = [256, 512, 1_024, 2_048, 4_096][rng.below(5) as usize];
+        if rng.percent(60) && record {
+            c.record_bytes_max = drawn;
+        }
+        let record = u64::from(c.record_bytes_max);
+        if rng.percent(60) {
+            c.segment_bytes_max = rng.between(record + 64, (4 * record).max(8_192));
+        }
+        if rng.percent(50) {
+            c.index_bytes_max = [1, 2, 4, 16, 64][rng.below(5) as usize] * INDEX_ENTRY_BYTES;
+        }
+        if c.cluster.is_none() {
+            if rng.percent(40) {
+                c.retention_bytes_max = rng.percent(60).then(|| rng.between(4_096, 65_536));
+            }
+            if rng.percent(30) {
+                c.retention_ms_max = rng.percent(50).then(|| rng.between(5_000, 60_000));
+            }
+            if rng.percent(50) {
+                c.retention_check_ms = rng.between(100, 5_000);
+            }
+        }
+        let l = &mut c.limits;
+        let maybe = |rng: &mut Rng, lo: u64, hi: u64| rng.percent(30).then(|| rng.between(lo, hi));
+        if let Some(v) = maybe(rng, 1, 64) {
+            l.batch_records_max = v as usize;
+        }
+        if let Some(v) = maybe(rng, 1, 1_000) {
+            l.consume_records_max = v as u32;
+        }
+        if let Some(v) = maybe(rng, record, 1 << 20) {
+            l.consume_bytes_max = v;
+        }
+        if let Some(v) = maybe(rng, 1, 64) {
+            l.stream_appends_in_flight_max = v as usize;
+        }
+        if let Some(v) = maybe(rng, record, 1 << 20) {
+            l.stream_appends_in_flight_bytes_max = v;
+        }
+        if let Some(v) = maybe(rng, 1, 64) {
+            l.stream_buffer_messages_max = v as usize;
+        }
+        if let Some(v) = maybe(rng, record, 1 << 20) {
+            l.stream_buffer_bytes_max = v;
+        }
+        if let Some(v) = maybe(rng, 1, 256) {
+            l.append_queue_depth_max = v as usize;
+        }
+        if let Some(v) = maybe(rng, 16, 256) {
+            l.streams_max = v as usize;
+        }
+        if let Some(v) = maybe(rng, 16, 1_024) {
+            l.calls_in_flight_max = v as usize;
+        }
+        if let Some(v) = maybe(rng, 0, 1_000) {
+            l.admission_wait_ms = v;
+        }
+        if let Some(v) = maybe(rng, record, 1 << 20) {
+            l.requests_in_flight_bytes_max = v;
+        }
+        if let Some(v) = maybe(rng, 64 << 10, 8 << 20) {
+            l.message_bytes_max = v as usize;
+        }
+        if let Some(cl) = &mut c.cluster {
+            if let Some(v) = maybe(rng, 1, 256) {
+                cl.entry_records_max = v as usize;
+            }
+            if let Some(v) = maybe(rng, 1_024, 1 << 20) {
+                cl.entry_bytes_max = v as usize;
+            }
+            if let Some(v) = maybe(rng, 1, 8) {
+                cl.entries_in_flight_max = v as usize;
+            }
+            if let Some(v) = maybe(rng, 1, 32) {
+                cl.payload_entries_max = v;
+            }
+            if let Some(v) = maybe(rng, 4_096, 2 << 20) {
+                cl.replicate_bytes_max = v as usize;
+            }
+            let floor = cl.election_timeout_max_ms;
+            if let Some(v) = maybe(rng, floor, floor.max(8_000)) {
+                cl.commit_timeout_ms = v;
+            }
+        }
+        if c.validate().is_ok() {
+            return c;
+        }
+    }
+    from.clone()
 }

@@ -40,8 +40,46 @@ pub struct Ctx {
     /// streams go to any node.
     pub cluster: bool,
     pub stop: watch::Receiver<bool>,
-    /// Padding of a value is drawn from 0..=pad_max (values stay below record_bytes_max).
-    pub pad_max: u16,
+    /// How large values may be (values stay below the nodes' `record_bytes_max`).
+    pub records: Arc<RecordLimits>,
+}
+
+/// The record sizes producers draw from. Values stay within `current`, the smallest
+/// `record_bytes_max` of the nodes' configurations now (the harness lowers and raises it as the
+/// config-drift scenario changes them: whichever node leads accepts them); when a run's configs
+/// allow more somewhere (`largest`), a few values go up to that, and a leader with a lower limit
+/// refuses them (INVALID_ARGUMENT: a clean refusal, see `ProduceOutcome::Refused`).
+#[derive(Debug)]
+pub struct RecordLimits {
+    pub current: std::sync::atomic::AtomicU32,
+    pub largest: u32,
+}
+
+impl RecordLimits {
+    pub fn new(current: u32, largest: u32) -> Arc<RecordLimits> {
+        Arc::new(RecordLimits {
+            current: current.into(),
+            largest: largest.max(current),
+        })
+    }
+
+    pub fn set_current(&self, current: u32) {
+        self.current
+            .store(current, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The outcome of a produce call that got no offset back.
+fn failed(reason: &str) -> ProduceOutcome {
+    if reason == "InvalidArgument" {
+        ProduceOutcome::Refused {
+            reason: reason.to_owned(),
+        }
+    } else {
+        ProduceOutcome::Maybe {
+            reason: reason.to_owned(),
+        }
+    }
 }
 
 impl Ctx {
@@ -203,10 +241,16 @@ impl Producer {
                 };
                 self.next_seq += 1;
                 // Mostly small values, some close to the limit, so segments roll often.
+                let records = &self.ctx.records;
+                let mut limit = records.current.load(std::sync::atomic::Ordering::Relaxed);
+                if records.largest > limit && self.rng.percent(5) {
+                    limit = records.largest;
+                }
+                let pad_max = (limit as usize - value::encoded_len(0)) as u16;
                 let pad = if self.rng.percent(20) {
-                    self.rng.below(u64::from(self.ctx.pad_max) + 1)
+                    self.rng.below(u64::from(pad_max) + 1)
                 } else {
-                    self.rng.below(u64::from(self.ctx.pad_max / 8) + 1)
+                    self.rng.below(u64::from(pad_max / 8) + 1)
                 };
                 (id, Bytes::from(value::encode(id, pad as u16)))
             })
@@ -229,9 +273,7 @@ impl Producer {
                 Ok(first) => ProduceOutcome::Acked {
                     offset: first + i as u64,
                 },
-                Err(reason) => ProduceOutcome::Maybe {
-                    reason: reason.clone(),
-                },
+                Err(reason) => failed(reason),
             };
             self.record(phase, *id, outcome);
         }
@@ -282,9 +324,7 @@ impl Producer {
         };
         let outcome = match &result {
             Ok(offset) => ProduceOutcome::Acked { offset: *offset },
-            Err(reason) => ProduceOutcome::Maybe {
-                reason: reason.clone(),
-            },
+            Err(reason) => failed(reason),
         };
         self.record(phase, id, outcome);
         result
@@ -543,21 +583,21 @@ async fn skip_data_loss(ctx: &Ctx, client: &Client, node: usize, from: u64) -> u
     from + DATA_LOSS_PROBE_MAX
 }
 
-/// The liveness follower: streams from 0 until `until` on `node`, reopening as needed, before
-/// `deadline`.
+/// The liveness follower: streams from `from` (the log's lowest offset: 0 unless retention
+/// dropped a prefix) until `until` on `node`, reopening as needed, before `deadline`.
 pub async fn follow_to(
     ctx: &Ctx,
     client: &Client,
     node: usize,
     consumer: u32,
-    until: u64,
+    (from, until): (u64, u64),
     deadline: tokio::time::Instant,
 ) -> Result<(), String> {
-    let mut next = 0;
+    let mut next = from;
     while next < until {
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "a stream from offset 0 reached only offset {next} of {until}"
+                "a stream from offset {from} reached only offset {next} of {until}"
             ));
         }
         let (reached, end) = follow_once(ctx, client, node, consumer, next, Some(until)).await;

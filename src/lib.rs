@@ -11,6 +11,9 @@ pub mod io;
 pub mod log;
 pub mod membership;
 pub mod metrics;
+/// Switches that bring back old bugs, for the simulation's `--bug` checks (madsim builds only).
+#[cfg(madsim)]
+pub mod planted_bugs;
 pub mod raft;
 pub mod security;
 pub mod server;

@@ -160,6 +160,8 @@ impl Log {
         let limits = SegmentLimits {
             store_bytes_max: config.segment_bytes_max,
             index_entries_max: config.index_entries_max(),
+            #[cfg(madsim)]
+            record_bytes_max: config.record_bytes_max,
         };
         let dir = config.dir.clone();
         crate::io::create_dir_durable(disk.as_ref(), &dir)

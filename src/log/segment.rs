@@ -66,6 +66,9 @@ pub fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
 pub struct SegmentLimits {
     pub store_bytes_max: u64,
     pub index_entries_max: u64,
+    /// The configured `record_bytes_max` (only for `planted_bugs::open_with_configured_limit`).
+    #[cfg(madsim)]
+    pub record_bytes_max: u32,
 }
 
 #[derive(Debug)]

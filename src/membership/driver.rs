@@ -147,11 +147,12 @@ impl Driver {
                     self.fire_due_timers().await;
                 }
                 () = tokio::time::sleep_until(join_retry_at), if !self.seeds.is_empty() => {
-                    // foca's own periodic announces only go to members it knows: while it knows
-                    // none (seeds not up yet, or this node was cut off), retry the seeds.
-                    if self.foca.num_members() == 0 {
-                        self.announce_to_seeds().await;
-                    }
+                    // foca's own periodic announces only go to members it knows: retry every
+                    // seed it does not know as a live member (seeds not up yet, this node cut
+                    // off, or a seed in another gossip island: a node whose seeds were partly
+                    // unreachable at its start, and that met the others first, would otherwise
+                    // never find that seed; the simulation's formation scenario did this).
+                    self.announce_to_unknown_seeds().await;
                     join_retry_at = Instant::now() + join_retry;
                 }
                 datagram = inbound.recv() => match datagram {
@@ -170,6 +171,25 @@ impl Driver {
 
     async fn announce_to_seeds(&mut self) {
         for seed in self.seeds.clone() {
+            let placeholder = NodeIdentity::seed_placeholder(seed);
+            if let Err(e) = self.foca.announce(placeholder, &mut self.rt) {
+                warn!(node_id = self.node_id, %seed, error = %e, "announce failed");
+            }
+            self.drain().await;
+        }
+    }
+
+    /// `announce_to_seeds`, to the seeds that are not the address of a live member (nor this
+    /// node's own).
+    async fn announce_to_unknown_seeds(&mut self) {
+        let own = self.foca.identity().gossip_addr;
+        let known: Vec<std::net::SocketAddr> = (self.foca.iter_members())
+            .map(|m| m.id().gossip_addr)
+            .collect();
+        for seed in self.seeds.clone() {
+            if seed == own || known.contains(&seed) {
+                continue;
+            }
             let placeholder = NodeIdentity::seed_placeholder(seed);
             if let Err(e) = self.foca.announce(placeholder, &mut self.rt) {
                 warn!(node_id = self.node_id, %seed, error = %e, "announce failed");

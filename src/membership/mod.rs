@@ -54,7 +54,7 @@ pub const GOSSIP_PACKET_BYTES_MAX: usize = 1400;
 pub const DATAGRAM_BYTES_MAX: usize = GOSSIP_PACKET_BYTES_MAX + transport::FRAME_HEADER_BYTES_MAX;
 /// Received datagrams waiting for the driver; more are dropped (as UDP would).
 pub const INBOUND_QUEUE_DATAGRAMS_MAX: usize = 256;
-/// How often a node that knows no live member re-announces itself to its seeds.
+/// How often a node re-announces itself to the seeds it does not know as live members.
 pub const JOIN_RETRY_INTERVAL_MS: u64 = 1_000;
 /// Pause after a failed `recv_from`, so a failing socket does not spin.
 pub const RECV_ERROR_BACKOFF_MS: u64 = 50;
@@ -122,7 +122,8 @@ pub struct Membership {
 
 impl Membership {
     /// Binds the gossip socket, spawns the driver (`tokio::spawn`) and announces this node to
-    /// the seeds (again every [`JOIN_RETRY_INTERVAL_MS`] while it knows no live member).
+    /// the seeds (again every [`JOIN_RETRY_INTERVAL_MS`] to each seed it does not know as a
+    /// live member).
     pub async fn start(config: MembershipConfig) -> Result<Membership, MembershipError> {
         let foca_config = config.foca_config()?;
         config.validate()?;

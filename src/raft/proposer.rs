@@ -162,6 +162,14 @@ pub struct Proposer {
 impl Proposer {
     pub fn start(raft: Raft, clock: Arc<dyn Clock>, limits: ProposerLimits) -> Proposer {
         assert!(limits.entry_records_max > 0 && limits.entries_in_flight_max > 0);
+        #[cfg(madsim)]
+        let limits = match crate::planted_bugs::no_min_replicas() {
+            true => ProposerLimits {
+                min_replicas: 1,
+                ..limits
+            },
+            false => limits,
+        };
         let (queue, requests) = mpsc::channel(limits.queue_depth_max.max(1));
         tokio::spawn(propose_loop(raft.clone(), clock, limits, requests));
         Proposer {

@@ -284,7 +284,13 @@ impl Segment {
         tail: &mut TailRules<'_>,
         index_damaged: bool,
     ) -> Result<Recovery, LogError> {
-        let scan = self.scan()?;
+        let frame_limit = RECORD_BYTES_LIMIT;
+        #[cfg(madsim)]
+        let frame_limit = match crate::planted_bugs::open_with_configured_limit() {
+            true => limits.record_bytes_max,
+            false => frame_limit,
+        };
+        let scan = self.scan(frame_limit)?;
         let short = scan.valid_bytes < self.store_bytes;
         if let (Some(next_base), true) = (next_base, short) {
             return self.open_damaged(disk, scan, next_base);
@@ -444,7 +450,7 @@ impl Segment {
     /// Reads the store in large chunks (growing the buffer for a frame larger than a chunk)
     /// and returns the index entries of the valid frames with dense offsets, the length of that
     /// prefix and, if it stopped before the end, why.
-    fn scan(&self) -> Result<Scan, LogError> {
+    fn scan(&self, frame_limit: u32) -> Result<Scan, LogError> {
         let mut entries = Vec::new();
         let mut buf = vec![0u8; SCAN_CHUNK_BYTES];
         let mut position = 0u64;
@@ -463,7 +469,7 @@ impl Segment {
             let mut at = 0;
             while at < n {
                 let expected = self.base + entries.len() as u64;
-                match record::check(&buf[at..n], RECORD_BYTES_LIMIT) {
+                match record::check(&buf[at..n], frame_limit) {
                     Ok(h) if h.offset == expected => {
                         entries.push(IndexEntry {
                             position: position + at as u64,
