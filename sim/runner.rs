@@ -17,7 +17,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: simulation --seed S [--nodes N] [--scenario standard|formation|drift] \
-     [--bug drop-ack|no-min-replicas|open-with-configured-limit] [--no-bit-flips] [--drift-cluster-record-limit] [--trace]";
+     [--bug drop-ack|no-min-replicas|open-with-configured-limit] [--no-bit-flips] [--no-drift-cluster-record-limit] [--trace]";
 
 fn parse_args() -> Result<Args, String> {
     let mut seed = None;
@@ -25,7 +25,7 @@ fn parse_args() -> Result<Args, String> {
         nodes: 1,
         bug: None,
         scenario: None,
-        drift_cluster_record_limit: false,
+        drift_cluster_record_limit: true,
         print_trace: false,
         cluster_bit_flips: true,
     };
@@ -68,7 +68,9 @@ fn parse_args() -> Result<Args, String> {
                 })?);
             }
             "--trace" => options.print_trace = true,
+            // On by default; `--drift-cluster-record-limit` stays for old replay lines.
             "--drift-cluster-record-limit" => options.drift_cluster_record_limit = true,
+            "--no-drift-cluster-record-limit" => options.drift_cluster_record_limit = false,
             // Bit flips in a cluster are on by default; `--bit-flips` stays for old replay lines.
             "--bit-flips" => options.cluster_bit_flips = true,
             "--no-bit-flips" => options.cluster_bit_flips = false,
@@ -92,8 +94,8 @@ fn replay_command(seed: u64, options: &Options) -> String {
         " --no-bit-flips"
     };
     let record = match options.drift_cluster_record_limit {
-        true => " --drift-cluster-record-limit",
-        false => "",
+        true => "",
+        false => " --no-drift-cluster-record-limit",
     };
     format!(
         "cargo sim-seed --seed {seed} --nodes {}{scenario}{bug}{flips}{record}",

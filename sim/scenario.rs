@@ -127,11 +127,10 @@ pub struct Options {
     pub bug: Option<Bug>,
     /// Play this scenario whatever the seed draws (`--scenario`).
     pub scenario: Option<Kind>,
-    /// Config drift changes cluster members' `record_bytes_max` too
-    /// (`--drift-cluster-record-limit`). Off by default: members whose limits differ do not
-    /// work today, a follower refuses to store replicated entries over its own limit
-    /// (`raft::store`'s `validate_append`), stops its Raft and never catches up (seeds 13, 92
-    /// and 124 at N = 3; see sim/README.md).
+    /// Config drift changes cluster members' `record_bytes_max` too (on by default;
+    /// `--no-drift-cluster-record-limit` keeps it). Members whose limits differ must work:
+    /// replicated entries are bounded by the format's hard limit only (seeds 13, 92 and 124 at
+    /// N = 3 failed while a follower checked them against its own limit).
     pub drift_cluster_record_limit: bool,
     pub print_trace: bool,
     /// Draw bit flips in a cluster too (on by default; `--no-bit-flips` turns them off, for

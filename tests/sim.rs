@@ -313,19 +313,6 @@ const REGRESSION_SEEDS: &[(u64, usize, &[&str])] = &[
     (20562, 3, STANDARD),
 ];
 
-/// Seeds of the default ranges that fail on a library bug found by the simulation and not fixed
-/// yet: (seed, cluster size, text the failure must print, the finding). They are reported on
-/// every run, fail the run if they fail otherwise, and say so when they pass.
-const KNOWN_FAILURES: &[(u64, usize, &str, &str)] = &[
-    (119, 5, UNOPENABLE, UNOPENABLE_FINDING),
-    (468, 3, UNOPENABLE, UNOPENABLE_FINDING),
-    (499, 3, UNOPENABLE, UNOPENABLE_FINDING),
-];
-const UNOPENABLE: &str = "but valid records follow it";
-const UNOPENABLE_FINDING: &str = "a replica whose data log took a bit flip never opens again: the \
-     damaged segment becomes the last one and open refuses its mid-segment corruption \
-     (sim/README.md, Known limits)";
-
 /// The planted bugs' teeth: (bug, cluster size, seed, runner arguments, the violation it must
 /// print) runs that must fail. Each bug re-introduces an old behaviour of the library
 /// (`loghouse::planted_bugs`) that one scenario exists to catch; the seeds were found by running
@@ -512,40 +499,11 @@ fn report(settings: &Settings, runs: &[Run], wall: Duration) -> ExitCode {
         .iter()
         .filter(|r| r.job.bug.is_none() && !r.job.repeat)
         .collect();
-    let known = |r: &Run| {
-        (KNOWN_FAILURES.iter())
-            .find(|(seed, nodes, _, _)| *seed == r.job.seed && *nodes == r.job.nodes)
-    };
     let mut failures: Vec<String> = seeds
         .iter()
-        .filter(|r| !r.passed() && known(r).is_none())
+        .filter(|r| !r.passed())
         .map(|r| seed_failure(r))
         .collect();
-    for run in &seeds {
-        let Some((_, _, expected, finding)) = known(run) else {
-            continue;
-        };
-        if run.passed() {
-            println!(
-                "simulation: known failure {} node(s) seed {} PASSED now: remove it from KNOWN_FAILURES if {finding} is fixed",
-                run.job.nodes, run.job.seed
-            );
-        } else if run.output.contains(expected) {
-            println!(
-                "simulation: known failure {} node(s) seed {} failed as recorded ({finding}): {}",
-                run.job.nodes,
-                run.job.seed,
-                run.replay()
-            );
-        } else {
-            failures.push(format!(
-                "known failure {} node(s) seed {} failed otherwise than recorded ({expected:?} expected)\n  {}",
-                run.job.nodes,
-                run.job.seed,
-                seed_failure(run)
-            ));
-        }
-    }
     let mut checks_passed = 0;
     for repeat in runs.iter().filter(|r| r.job.repeat) {
         match determinism_failure(&seeds, repeat) {
@@ -560,15 +518,12 @@ fn report(settings: &Settings, runs: &[Run], wall: Duration) -> ExitCode {
         }
     }
     let seeds_passed = seeds.iter().filter(|r| r.passed()).count();
-    let known_failed = (seeds.iter())
-        .filter(|r| !r.passed() && known(r).is_some())
-        .count();
     print_speed(settings, runs, wall);
     for failure in &failures {
         println!("simulation: FAILURE: {failure}");
     }
     println!(
-        "simulation: {} seeds passed, {} failed ({known_failed} of them known failures); {checks_passed} determinism/planted-bug checks passed",
+        "simulation: {} seeds passed, {} failed; {checks_passed} determinism/planted-bug checks passed",
         seeds_passed,
         seeds.len() - seeds_passed
     );
