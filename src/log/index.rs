@@ -27,6 +27,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::io::{DiskFile, MapMut};
+use crate::log::record::{u32_at, u64_at};
 
 /// Bytes per index entry (format 2).
 pub const ENTRY_BYTES: u64 = 24;
@@ -392,18 +393,6 @@ impl Index {
 fn map_len(entries: u64) -> io::Result<usize> {
     usize::try_from(entries * ENTRY_BYTES)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "index too large to map"))
-}
-
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&buf[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&buf[at..at + 8]);
-    u64::from_le_bytes(b)
 }
 
 #[cfg(test)]

@@ -177,13 +177,15 @@ pub fn decode(buf: &Bytes, record_bytes_max: u32) -> Result<(Record, usize), Fra
     Ok((record, header.frame_bytes))
 }
 
-fn u32_at(buf: &[u8], at: usize) -> u32 {
+/// The little-endian `u32` at `buf[at..at + 4]` (every on-disk format here is little-endian).
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
     let mut b = [0; 4];
     b.copy_from_slice(&buf[at..at + 4]);
     u32::from_le_bytes(b)
 }
 
-fn u64_at(buf: &[u8], at: usize) -> u64 {
+/// The little-endian `u64` at `buf[at..at + 8]`.
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
     let mut b = [0; 8];
     b.copy_from_slice(&buf[at..at + 8]);
     u64::from_le_bytes(b)

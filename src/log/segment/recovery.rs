@@ -28,6 +28,7 @@ use crate::log::index::{
     read_seal, seal_checksum, EntryError, Index, IndexEntry, SealedFile, ENTRY_BYTES,
 };
 use crate::log::record::{self, FrameError, HEADER_BYTES};
+use crate::log::record::{u32_at, u64_at};
 
 /// The chunk size of recovery scans (a frame larger than this is read whole all the same).
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -692,16 +693,4 @@ impl Window {
         let at = (position - self.start) as usize;
         Ok(&self.buf[at..at + HEADER_BYTES])
     }
-}
-
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&buf[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&buf[at..at + 8]);
-    u64::from_le_bytes(b)
 }
