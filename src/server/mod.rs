@@ -136,9 +136,9 @@ pub async fn serve(
 /// The members-only Raft service, on a cluster member.
 #[cfg(not(madsim))]
 fn raft_server(node: &Node) -> Option<RaftServer<RaftRpcService>> {
+    // Only a member has Raft; its messages are bounded by the settings' hard limits.
     let raft_node = node.raft()?;
     let (raft, vote_guard) = (raft_node.raft().clone(), raft_node.vote_guard().clone());
-    node.config().cluster.as_ref()?;
     let bytes_max = crate::config::RAFT_MESSAGE_BYTES_MAX;
     Some(
         RaftServer::new(RaftRpcService::new(raft, vote_guard, node.guard().clone()))
