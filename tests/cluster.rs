@@ -189,6 +189,7 @@ async fn a_follower_refuses_writes_naming_the_leader() {
     let status = raw
         .produce(loghouse::proto::ProduceRequest {
             record: Some(record),
+            ..Default::default()
         })
         .await
         .unwrap_err();

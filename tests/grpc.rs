@@ -126,6 +126,7 @@ async fn produce_then_consume_roundtrips_through_every_rpc() {
                 value,
                 ..Default::default()
             }),
+            ..Default::default()
         });
     let mut responses = client
         .raw()
@@ -143,6 +144,7 @@ async fn produce_then_consume_roundtrips_through_every_rpc() {
     let request = proto::ConsumeRequest {
         offset: 2,
         from_timestamp_ms: None,
+        ..Default::default()
     };
     let mut stream = client
         .raw()
@@ -195,6 +197,7 @@ async fn following_streams_receive_records_appended_after_they_started() {
     let request = proto::ConsumeRequest {
         offset: 0,
         from_timestamp_ms: None,
+        ..Default::default()
     };
     let mut records = client
         .raw()
@@ -308,6 +311,7 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
         raw.consume(proto::ConsumeRequest {
             offset: 3,
             from_timestamp_ms: None,
+            ..Default::default()
         })
         .await,
     );
@@ -320,7 +324,8 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
         code(
             raw.consume(proto::ConsumeRequest {
                 offset: u64::MAX,
-                from_timestamp_ms: None
+                from_timestamp_ms: None,
+                ..Default::default()
             })
             .await
         )
@@ -334,7 +339,14 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
     assert_eq!(code(raw.consume_batch(far).await).0, Code::OutOfRange);
 
     assert_eq!(
-        code(raw.produce(proto::ProduceRequest { record: None }).await).0,
+        code(
+            raw.produce(proto::ProduceRequest {
+                record: None,
+                ..Default::default()
+            })
+            .await
+        )
+        .0,
         Code::InvalidArgument
     );
     let big = proto::Record {
@@ -344,6 +356,7 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
     let (c, message) = code(
         raw.produce(proto::ProduceRequest {
             record: Some(big.clone()),
+            ..Default::default()
         })
         .await,
     );
@@ -358,16 +371,22 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
     ];
     assert_eq!(
         code(
-            raw.produce_batch(proto::ProduceBatchRequest { records: mixed })
-                .await
+            raw.produce_batch(proto::ProduceBatchRequest {
+                records: mixed,
+                ..Default::default()
+            })
+            .await
         )
         .0,
         Code::InvalidArgument
     );
     assert_eq!(
         code(
-            raw.produce_batch(proto::ProduceBatchRequest { records: vec![] })
-                .await
+            raw.produce_batch(proto::ProduceBatchRequest {
+                records: vec![],
+                ..Default::default()
+            })
+            .await
         )
         .0,
         Code::InvalidArgument
@@ -375,8 +394,11 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
     let many = (0..11).map(|_| proto::Record::default()).collect();
     assert_eq!(
         code(
-            raw.produce_batch(proto::ProduceBatchRequest { records: many })
-                .await
+            raw.produce_batch(proto::ProduceBatchRequest {
+                records: many,
+                ..Default::default()
+            })
+            .await
         )
         .0,
         Code::ResourceExhausted
@@ -387,8 +409,11 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
     };
     // Over limits.message_bytes_max: tonic refuses it while decoding, before the service runs.
     let (c, _) = code(
-        raw.produce(proto::ProduceRequest { record: Some(huge) })
-            .await,
+        raw.produce(proto::ProduceRequest {
+            record: Some(huge),
+            ..Default::default()
+        })
+        .await,
     );
     assert!(
         matches!(c, Code::OutOfRange | Code::ResourceExhausted),
@@ -407,6 +432,7 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
             value,
             ..Default::default()
         }),
+        ..Default::default()
     });
     let mut responses = raw
         .produce_stream(futures::stream::iter(requests))
@@ -430,6 +456,7 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
         .consume_stream(proto::ConsumeRequest {
             offset: 0,
             from_timestamp_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -437,6 +464,7 @@ async fn bad_requests_get_the_right_status_codes_and_change_nothing() {
         raw.consume_stream(proto::ConsumeRequest {
             offset: 0,
             from_timestamp_ms: None,
+            ..Default::default()
         })
         .await
         .map(|_| ()),
@@ -806,6 +834,7 @@ async fn after_a_failed_fsync_writes_get_failed_precondition_naming_the_cause_an
     let status = raw
         .produce_batch(proto::ProduceBatchRequest {
             records: vec![record("again")],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -818,6 +847,7 @@ async fn after_a_failed_fsync_writes_get_failed_precondition_naming_the_cause_an
     let mut answers = raw
         .produce_stream(futures::stream::iter([proto::ProduceRequest {
             record: Some(record("streamed")),
+            ..Default::default()
         }]))
         .await
         .unwrap()
@@ -877,6 +907,7 @@ async fn requests_over_the_node_wide_byte_bound_wait_then_are_refused() {
     let mut raw = client.raw();
     let over = raw.produce(proto::ProduceRequest {
         record: Some(record(vec![b'u'; 1000])),
+        ..Default::default()
     });
     let status = tokio::time::timeout(WAIT, over)
         .await
@@ -899,6 +930,7 @@ async fn requests_over_the_node_wide_byte_bound_wait_then_are_refused() {
         .into_iter()
         .map(|value| proto::ProduceRequest {
             record: Some(record(value)),
+            ..Default::default()
         });
     let mut answers = client
         .raw()
@@ -936,6 +968,7 @@ async fn concurrent_producers_under_a_tiny_byte_bound_get_every_record_in_order(
         .raw()
         .produce_batch(proto::ProduceBatchRequest {
             records: (0..5).map(|_| record(vec![b'x'; 1000])).collect(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -966,6 +999,7 @@ async fn concurrent_producers_under_a_tiny_byte_bound_get_every_record_in_order(
                 .into_iter()
                 .map(|value| proto::ProduceRequest {
                     record: Some(record(value)),
+                    ..Default::default()
                 });
             let mut answers = client
                 .raw()
@@ -1195,6 +1229,7 @@ async fn produce_stream_answers_in_order(node: &TestNode, values: Vec<Bytes>) {
             value,
             ..Default::default()
         }),
+        ..Default::default()
     });
     let mut responses = client
         .raw()

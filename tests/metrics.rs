@@ -181,6 +181,7 @@ async fn scraped_counters_match_the_produce_load() {
                 value: value(i, 64),
                 ..Default::default()
             }),
+            ..Default::default()
         });
         let responses = client
             .raw()

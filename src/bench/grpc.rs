@@ -242,7 +242,13 @@ async fn produce_stream(
                     value,
                     ..Default::default()
                 });
-                Some((proto::ProduceRequest { record }, n + 1))
+                Some((
+                    proto::ProduceRequest {
+                        record,
+                        ..Default::default()
+                    },
+                    n + 1,
+                ))
             }
         })
     };

@@ -356,6 +356,7 @@ impl Client {
             .on_leader(|mut c| {
                 let request = proto::ProduceRequest {
                     record: record.clone(),
+                    ..Default::default()
                 };
                 async move { c.produce(request).await }
             })
@@ -370,6 +371,7 @@ impl Client {
             .on_leader(|mut c| {
                 let request = proto::ProduceBatchRequest {
                     records: records.clone(),
+                    ..Default::default()
                 };
                 async move { c.produce_batch(request).await }
             })
@@ -381,9 +383,13 @@ impl Client {
         let request = proto::ConsumeRequest {
             offset,
             from_timestamp_ms: None,
+            ..Default::default()
         };
         let response = self
-            .on_reader(|mut c| async move { c.consume(request).await })
+            .on_reader(|mut c| {
+                let request = request.clone();
+                async move { c.consume(request).await }
+            })
             .await?;
         response
             .record
@@ -401,9 +407,13 @@ impl Client {
             max_records,
             max_bytes: 0,
             from_timestamp_ms: None,
+            ..Default::default()
         };
-        self.on_reader(|mut c| async move { c.consume_batch(request).await })
-            .await
+        self.on_reader(|mut c| {
+            let request = request.clone();
+            async move { c.consume_batch(request).await }
+        })
+        .await
     }
 
     /// Every committed record from `start`, then new ones as they commit; never ends by itself.
@@ -428,6 +438,7 @@ impl Client {
             max_records: 0,
             max_bytes: batch_bytes_max,
             from_timestamp_ms,
+            ..Default::default()
         };
         let stream = self.raw().consume_batch_stream(request).await?.into_inner();
         Ok(stream.map(|message| message.map(|m| m.records).map_err(ClientError::from)))
@@ -436,7 +447,9 @@ impl Client {
     pub async fn info(&self) -> Result<LogInfo, ClientError> {
         Ok(self
             .raw()
-            .get_log_info(proto::GetLogInfoRequest {})
+            .get_log_info(proto::GetLogInfoRequest {
+                ..Default::default()
+            })
             .await?
             .into_inner())
     }
@@ -444,7 +457,10 @@ impl Client {
     pub async fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64, ClientError> {
         let response = self
             .raw()
-            .offset_for_time(proto::OffsetForTimeRequest { timestamp_ms })
+            .offset_for_time(proto::OffsetForTimeRequest {
+                timestamp_ms,
+                ..Default::default()
+            })
             .await?;
         Ok(response.into_inner().offset)
     }

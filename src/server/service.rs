@@ -361,6 +361,7 @@ impl log_server::Log for LogService {
             self.node.metrics().produced(1, bytes);
             Ok(Response::new(proto::ProduceResponse {
                 offset: range.start,
+                ..Default::default()
             }))
         };
         self.timed(Rpc::Produce, call).instrument(span).await
@@ -533,6 +534,7 @@ impl log_server::Log for LogService {
             Ok(Response::new(proto::ProduceBatchResponse {
                 first_offset: range.start,
                 count: count as u32,
+                ..Default::default()
             }))
         };
         self.timed(Rpc::ProduceBatch, call).instrument(span).await
@@ -640,6 +642,41 @@ impl log_server::Log for LogService {
             }))
         };
         self.timed(Rpc::GetLogInfo, call).await
+    }
+
+    async fn create_topic(
+        &self,
+        _request: Request<proto::CreateTopicRequest>,
+    ) -> Result<Response<proto::CreateTopicResponse>, Status> {
+        Err(Status::unimplemented("topics: in progress"))
+    }
+
+    async fn delete_topic(
+        &self,
+        _request: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("topics: in progress"))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<proto::ListTopicsRequest>,
+    ) -> Result<Response<proto::ListTopicsResponse>, Status> {
+        Err(Status::unimplemented("topics: in progress"))
+    }
+
+    async fn describe_topic(
+        &self,
+        _request: Request<proto::DescribeTopicRequest>,
+    ) -> Result<Response<proto::DescribeTopicResponse>, Status> {
+        Err(Status::unimplemented("topics: in progress"))
+    }
+
+    async fn alter_topic(
+        &self,
+        _request: Request<proto::AlterTopicRequest>,
+    ) -> Result<Response<proto::AlterTopicResponse>, Status> {
+        Err(Status::unimplemented("topics: in progress"))
     }
 }
 
@@ -838,7 +875,10 @@ impl Answers {
     async fn next(&mut self) -> Option<Result<proto::ProduceResponse, Status>> {
         loop {
             if let Some(offset) = self.offsets.next() {
-                return Some(Ok(proto::ProduceResponse { offset }));
+                return Some(Ok(proto::ProduceResponse {
+                    offset,
+                    ..Default::default()
+                }));
             }
             if self.ended {
                 return None;
