@@ -310,7 +310,10 @@ impl Producer {
             let record = Some(data_record(bytes));
             let response = client
                 .raw()
-                .produce(proto::ProduceRequest { record })
+                .produce(proto::ProduceRequest {
+                    record,
+                    ..Default::default()
+                })
                 .await?;
             Ok(response.into_inner().offset)
         };
@@ -343,7 +346,10 @@ impl Producer {
                 return client.produce_batch(bytes).await;
             }
             let records = bytes.into_iter().map(data_record).collect();
-            let request = proto::ProduceBatchRequest { records };
+            let request = proto::ProduceBatchRequest {
+                records,
+                ..Default::default()
+            };
             let response = client.raw().produce_batch(request).await?;
             Ok(response.into_inner().first_offset)
         };
@@ -374,6 +380,7 @@ impl Producer {
                     value: bytes.clone(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .collect();
         let mut offsets: Vec<u64> = Vec::new();
@@ -508,6 +515,7 @@ async fn follow_once(
     let request = proto::ConsumeRequest {
         offset: start,
         from_timestamp_ms: None,
+        ..Default::default()
     };
     let mut raw = client.raw();
     let mut stream = match timeout(UNARY_TIMEOUT, raw.consume_stream(request)).await {
