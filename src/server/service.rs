@@ -1064,9 +1064,17 @@ impl StreamReader {
             };
             match Next::from(message) {
                 Next::Message(m) if destination(&m) == destination(&first) => {
-                    let record = service.new_record(m.record, gathered.target.record_bytes_max)?;
-                    gathered.bytes += record.value.len() as u64;
-                    gathered.records.push(record);
+                    // A bad record ends the stream after the good ones before it are appended.
+                    match service.new_record(m.record, gathered.target.record_bytes_max) {
+                        Ok(record) => {
+                            gathered.bytes += record.value.len() as u64;
+                            gathered.records.push(record);
+                        }
+                        Err(status) => {
+                            gathered.end = Some(StreamEnd::Failed(status));
+                            break;
+                        }
+                    }
                 }
                 Next::Message(m) => {
                     self.carried = Some(m);
