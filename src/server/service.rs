@@ -23,7 +23,7 @@ use super::auth::DESCRIBE;
 use super::convert::{record_to_proto, status_from_log_error};
 use super::node::Node;
 use crate::log::{LogError, NewRecord, Record};
-use crate::metrics::Rpc;
+use crate::metrics::{PartitionMetrics, Rpc, DEFAULT_TOPIC};
 use crate::proto::{self, log_server};
 use crate::raft::store::off_thread;
 use crate::security::Action;
@@ -33,11 +33,14 @@ type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + '
 #[derive(Clone, Debug)]
 pub struct LogService {
     node: Node,
+    /// The counters of the log the service reads and writes (the default topic's partition 0).
+    partition: PartitionMetrics,
 }
 
 impl LogService {
     pub fn new(node: Node) -> Self {
-        LogService { node }
+        let partition = node.metrics().partition(DEFAULT_TOPIC, 0);
+        LogService { node, partition }
     }
 
     /// The one authorization check every RPC starts with (see `server::auth`).
@@ -277,7 +280,7 @@ impl LogService {
                             None => return, // the client went away
                         }
                     }
-                    metrics.consumed(count, bytes);
+                    self.partition.consumed(count, bytes);
                     tracing::debug!(first_offset, records = count, "sent");
                 }
                 continue;
@@ -358,7 +361,7 @@ impl log_server::Log for LogService {
             let _room = self.node.admission().request_bytes(bytes).await?;
             let range = self.node.append_before(vec![record], deadline).await?;
             tracing::Span::current().record("offset", range.start);
-            self.node.metrics().produced(1, bytes);
+            self.partition.produced(1, bytes);
             Ok(Response::new(proto::ProduceResponse {
                 offset: range.start,
                 ..Default::default()
@@ -389,7 +392,7 @@ impl log_server::Log for LogService {
             check_readable(lowest, committed, offset)?;
             let log = self.node.log().clone();
             let record = on_disk(move || log.read(offset)).await?;
-            self.node.metrics().consumed(1, record.value.len() as u64);
+            self.partition.consumed(1, record.value.len() as u64);
             Ok(Response::new(proto::ConsumeResponse {
                 record: Some(record_to_proto(record)),
             }))
@@ -530,7 +533,7 @@ impl log_server::Log for LogService {
             let range = self.node.append_before(records, deadline).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
-            self.node.metrics().produced(count, bytes);
+            self.partition.produced(count, bytes);
             Ok(Response::new(proto::ProduceBatchResponse {
                 first_offset: range.start,
                 count: count as u32,
@@ -560,8 +563,7 @@ impl log_server::Log for LogService {
             let records = self
                 .read_committed(offset, request.max_records, request.max_bytes)
                 .await?;
-            self.node
-                .metrics()
+            self.partition
                 .consumed(records.len() as u64, value_bytes(&records));
             let response = batch_response(records, offset, high_watermark);
             let span = tracing::Span::current();
@@ -909,7 +911,7 @@ impl Answers {
         metrics
             .rpc_seconds(Rpc::ProduceStream)
             .observe(append.started.elapsed());
-        metrics.produced(records, append.bytes);
+        self.service.partition.produced(records, append.bytes);
         tracing::debug!(first_offset = offsets.start, records, "acknowledged");
     }
 }
