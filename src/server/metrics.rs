@@ -51,19 +51,22 @@ pub fn render(node: &Node) -> String {
     )
 }
 
-/// The figures of every partition the node holds. Today: one log, the default topic's
-/// partition 0.
+/// The figures of every partition the node holds.
 fn partition_gauges(node: &Node) -> Vec<PartitionGauges> {
-    let info = node.log().info();
-    vec![PartitionGauges {
-        topic: DEFAULT_TOPIC.to_owned(),
-        partition: 0,
-        lowest_offset: info.lowest_offset,
-        next_offset: info.next_offset,
-        committed_offset: node.committed_offset(),
-        size_bytes: info.size_bytes,
-        segment_count: info.segment_count,
-    }]
+    (node.topics().all_partitions().into_iter())
+        .map(|(topic, p, partition)| {
+            let info = partition.log().info();
+            PartitionGauges {
+                topic: topic.to_string(),
+                partition: p,
+                lowest_offset: info.lowest_offset,
+                next_offset: info.next_offset,
+                committed_offset: partition.committed_offset(),
+                size_bytes: info.size_bytes,
+                segment_count: info.segment_count,
+            }
+        })
+        .collect()
 }
 
 /// `metrics`' counters and histograms, then the gauges read at scrape time: `partitions` (one

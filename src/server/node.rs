@@ -202,7 +202,7 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let mut log_config = config.log_config()?;
         log_config.metrics = Some(metrics.log.clone());
-        let topics = Topics::open(&config, disk, clock, log_config)?;
+        let topics = Topics::open(&config, disk, clock, log_config, metrics.clone())?;
         // Any topic may set retention, now or later: the loop always runs.
         let interval = Duration::from_millis(config.retention_check_ms);
         let node = Node::assemble(config, topics, None, rpc_addr, guard, metrics);
@@ -229,7 +229,9 @@ impl Node {
         raft_config.store.entries.metrics = Some(metrics.log.clone());
         let rpc_addr = raft_config.rpc_addr.clone();
         let raft = RaftNode::start(raft_config, disk, clock, transport, members.clone()).await?;
-        let topics = Topics::replicated(&config, Arc::new(ReplicatedPartition::new(raft.clone())));
+        let partition_metrics = metrics.partition(crate::topic::DEFAULT_TOPIC, 0);
+        let partition = ReplicatedPartition::new(raft.clone(), partition_metrics);
+        let topics = Topics::replicated(&config, Arc::new(partition));
         let cluster = Cluster {
             raft,
             members,

@@ -10,6 +10,7 @@ use tonic::Status;
 use super::convert::{status_from_log_error, status_from_propose_error};
 use super::node::{NodeError, PendingWrite};
 use crate::log::{CommitterHandle, Log, NewRecord};
+use crate::metrics::PartitionMetrics;
 use crate::raft::node::RaftNode;
 use crate::raft::proposer::ProposeError;
 
@@ -39,6 +40,9 @@ pub trait Partition: Send + Sync + std::fmt::Debug + 'static {
         *self.watch_committed().borrow()
     }
 
+    /// Its produce and consume counters (labelled by topic and partition).
+    fn metrics(&self) -> &PartitionMetrics;
+
     /// Finishes what is queued, syncs and closes the log.
     async fn shutdown(&self) -> Result<(), NodeError>;
 }
@@ -48,12 +52,17 @@ pub trait Partition: Send + Sync + std::fmt::Debug + 'static {
 pub struct LocalPartition {
     writer: CommitterHandle,
     committed: watch::Receiver<u64>,
+    metrics: PartitionMetrics,
 }
 
 impl LocalPartition {
-    pub fn new(writer: CommitterHandle) -> LocalPartition {
+    pub fn new(writer: CommitterHandle, metrics: PartitionMetrics) -> LocalPartition {
         let committed = writer.committed();
-        LocalPartition { writer, committed }
+        LocalPartition {
+            writer,
+            committed,
+            metrics,
+        }
     }
 }
 
@@ -82,6 +91,10 @@ impl Partition for LocalPartition {
         self.committed.clone()
     }
 
+    fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
+    }
+
     async fn shutdown(&self) -> Result<(), NodeError> {
         Ok(self.writer.shutdown().await?)
     }
@@ -92,6 +105,7 @@ pub struct ReplicatedPartition {
     raft: RaftNode,
     log: Arc<Log>,
     committed: watch::Receiver<u64>,
+    metrics: PartitionMetrics,
 }
 
 impl std::fmt::Debug for ReplicatedPartition {
@@ -103,13 +117,14 @@ impl std::fmt::Debug for ReplicatedPartition {
 }
 
 impl ReplicatedPartition {
-    pub fn new(raft: RaftNode) -> ReplicatedPartition {
+    pub fn new(raft: RaftNode, metrics: PartitionMetrics) -> ReplicatedPartition {
         let log = raft.store().data_log().clone();
         let committed = raft.store().committed();
         ReplicatedPartition {
             raft,
             log,
             committed,
+            metrics,
         }
     }
 
@@ -148,6 +163,10 @@ impl Partition for ReplicatedPartition {
 
     fn watch_committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
     }
 
     async fn shutdown(&self) -> Result<(), NodeError> {

@@ -25,7 +25,7 @@ use super::node::Node;
 use super::partition::Partition;
 use super::topics::Topic;
 use crate::log::{LogError, NewRecord, Record};
-use crate::metrics::{PartitionMetrics, Rpc, DEFAULT_TOPIC};
+use crate::metrics::Rpc;
 use crate::proto::{self, log_server};
 use crate::raft::store::off_thread;
 use crate::security::Action;
@@ -36,14 +36,11 @@ type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + '
 #[derive(Clone, Debug)]
 pub struct LogService {
     node: Node,
-    /// The counters of the log the service reads and writes (the default topic's partition 0).
-    partition: PartitionMetrics,
 }
 
 impl LogService {
     pub fn new(node: Node) -> Self {
-        let partition = node.metrics().partition(DEFAULT_TOPIC, 0);
-        LogService { node, partition }
+        LogService { node }
     }
 
     /// The one authorization check every RPC starts with (see `server::auth`): `action` on the
@@ -340,7 +337,7 @@ impl LogService {
                             None => return, // the client went away
                         }
                     }
-                    self.partition.consumed(count, bytes);
+                    partition.metrics().consumed(count, bytes);
                     tracing::debug!(first_offset, records = count, "sent");
                 }
                 continue;
@@ -423,7 +420,7 @@ impl log_server::Log for LogService {
             let _room = self.node.admission().request_bytes(bytes).await?;
             let range = target.append(vec![record], deadline).await?;
             tracing::Span::current().record("offset", range.start);
-            self.partition.produced(1, bytes);
+            target.partition.metrics().produced(1, bytes);
             Ok(Response::new(proto::ProduceResponse {
                 offset: range.start,
                 partition: target.partition_id,
@@ -456,7 +453,7 @@ impl log_server::Log for LogService {
             check_readable(lowest, committed, offset)?;
             let log = partition.log().clone();
             let record = on_disk(move || log.read(offset)).await?;
-            self.partition.consumed(1, record.value.len() as u64);
+            (partition.metrics()).consumed(1, record.value.len() as u64);
             Ok(Response::new(proto::ConsumeResponse {
                 record: Some(record_to_proto(record)),
             }))
@@ -610,7 +607,7 @@ impl log_server::Log for LogService {
             let range = target.append(records, deadline).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
-            self.partition.produced(count, bytes);
+            target.partition.metrics().produced(count, bytes);
             Ok(Response::new(proto::ProduceBatchResponse {
                 first_offset: range.start,
                 count: count as u32,
@@ -641,8 +638,7 @@ impl log_server::Log for LogService {
             let records = self
                 .read_committed(&partition, offset, request.max_records, request.max_bytes)
                 .await?;
-            self.partition
-                .consumed(records.len() as u64, value_bytes(&records));
+            (partition.metrics()).consumed(records.len() as u64, value_bytes(&records));
             let response = batch_response(records, offset, high_watermark);
             let span = tracing::Span::current();
             span.record("records", response.records.len());
@@ -938,6 +934,7 @@ struct StreamAppend {
     started: Instant,
     bytes: u64,
     partition: u32,
+    metrics: crate::metrics::PartitionMetrics,
 }
 
 /// A ProduceStream's window: the records and value bytes read but not yet acknowledged. The
@@ -1154,6 +1151,7 @@ async fn read_produce_stream(
             return;
         };
         let partition = gathered.target.partition_id;
+        let metrics = gathered.target.partition.metrics().clone();
         let pending = gathered
             .target
             .partition
@@ -1166,6 +1164,7 @@ async fn read_produce_stream(
             started,
             bytes: gathered.bytes,
             partition,
+            metrics,
         });
         if pending_tx.send(pending).await.is_err() || failed {
             return;
@@ -1241,7 +1240,7 @@ impl Answers {
         metrics
             .rpc_seconds(Rpc::ProduceStream)
             .observe(append.started.elapsed());
-        self.service.partition.produced(records, append.bytes);
+        append.metrics.produced(records, append.bytes);
         tracing::debug!(first_offset = offsets.start, records, "acknowledged");
     }
 }

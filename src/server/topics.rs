@@ -16,6 +16,7 @@ use super::partition::{LocalPartition, Partition};
 use crate::config::NodeConfig;
 use crate::io::{Clock, Disk};
 use crate::log::{Committer, Log, LogConfig, LogError};
+use crate::metrics::NodeMetrics;
 use crate::raft::store::off_thread;
 use crate::topic::{
     partition_for_key, Catalog, CatalogError, EffectiveSettings, NodeDefaults, TopicEntry,
@@ -147,6 +148,7 @@ struct Opener {
     /// The node's log config (dir and the topic's settings replaced per partition).
     base: LogConfig,
     queue_depth_max: usize,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Opener {
@@ -167,7 +169,8 @@ impl Opener {
         };
         let log = Log::open(self.disk.clone(), self.clock.clone(), config)?;
         let writer = Committer::start(Arc::new(log), self.queue_depth_max);
-        Ok(Arc::new(LocalPartition::new(writer)))
+        let metrics = self.metrics.partition(entry.name.as_str(), partition);
+        Ok(Arc::new(LocalPartition::new(writer, metrics)))
     }
 }
 
@@ -190,6 +193,7 @@ impl Topics {
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
         base: LogConfig,
+        metrics: Arc<NodeMetrics>,
     ) -> Result<Topics, NodeError> {
         let (catalog, _) = Catalog::open(disk.clone(), &config.data_dir)?;
         let opener = Opener {
@@ -197,6 +201,7 @@ impl Topics {
             clock,
             base,
             queue_depth_max: config.limits.append_queue_depth_max,
+            metrics,
         };
         let defaults = node_defaults(config);
         let mut live = BTreeMap::new();
@@ -393,7 +398,7 @@ impl Topics {
         if topic.name.is_default() {
             return Err(TopicError::DefaultTopic);
         }
-        let (_, catalog) = self
+        let (opener, catalog) = self
             .store
             .as_ref()
             .ok_or(TopicError::NotReplicated("deleting a topic"))?;
@@ -405,10 +410,13 @@ impl Topics {
         })
         .await?;
         self.live.write().remove(&topic.name);
-        for partition in topic.partitions() {
+        for (p, partition) in topic.partitions().into_iter().enumerate() {
             if let Err(error) = partition.shutdown().await {
                 tracing::warn!(%error, topic = %topic.name, "closing a deleted partition");
             }
+            opener
+                .metrics
+                .forget_partition(topic.name.as_str(), p as u32);
         }
         blocking(move || Ok(catalog.lock().remove_files(&entry)?)).await?;
         tracing::info!(topic = %topic.name, "topic deleted");
