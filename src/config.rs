@@ -334,6 +334,13 @@ pub struct Limits {
     /// TCP keepalive on accepted connections: idle time before the first probe. Accepted:
     /// 1000..=7200000; default 60000.
     pub tcp_keepalive_ms: u64,
+    /// Topics a node holds, the default topic included; creating one more is
+    /// RESOURCE_EXHAUSTED. Accepted: 1..=10000; default 1000.
+    pub topics_max: u32,
+    /// Partitions a node holds, over all topics; creating or raising past it is
+    /// RESOURCE_EXHAUSTED. It also bounds the label cardinality of the per-partition metrics.
+    /// Accepted: 1..=100000; default 10000.
+    pub partitions_max: u32,
 }
 
 impl Default for Limits {
@@ -355,6 +362,8 @@ impl Default for Limits {
             http2_keepalive_interval_ms: 30_000,
             http2_keepalive_timeout_ms: 10_000,
             tcp_keepalive_ms: 60_000,
+            topics_max: 1_000,
+            partitions_max: 10_000,
         }
     }
 }
@@ -729,7 +738,9 @@ impl Limits {
                 return invalid(format!("limits.{name} = {value} must be in 1..={max}"));
             }
         }
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let ranges: [(&str, u64, u64, u64); 8] = [
+            ("topics_max", self.topics_max.into(), 1, 10_000),
+            ("partitions_max", self.partitions_max.into(), 1, 100_000),
             (
                 "requests_in_flight_bytes_max",
                 self.requests_in_flight_bytes_max,

@@ -17,6 +17,7 @@ pub mod planted_bugs;
 pub mod raft;
 pub mod security;
 pub mod server;
+pub mod topic;
 
 /// Types generated from proto/ (only `server/` and `client/` use them).
 pub mod proto {

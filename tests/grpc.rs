@@ -710,6 +710,9 @@ impl Disk for FlakyDisk {
             faults: self.faults.clone(),
         }))
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.remove_file(path)
     }

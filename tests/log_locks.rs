@@ -106,6 +106,9 @@ impl Disk for GateDisk {
             gate: self.gate.clone(),
         }))
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.remove_file(path)
     }

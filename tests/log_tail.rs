@@ -341,6 +341,9 @@ impl Disk for FsyncgateDisk {
             disk: self.clone(),
         }))
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.files.lock().remove(path);
         self.inner.remove_file(path)

@@ -32,6 +32,8 @@ pub trait Disk: Send + Sync + fmt::Debug + 'static {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory (not durable until its parent is synced).
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// Renames a file, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// The names (not full paths) of the entries of a directory, in no particular order.

@@ -7,9 +7,11 @@
 mod clock;
 mod disk;
 pub mod sim_disk;
+pub mod slot_file;
 mod std_disk;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use disk::{create_dir_durable, Disk, DiskFile, MapMut};
 pub use sim_disk::{SimDisk, SimDiskFaults, SimDiskStats};
+pub use slot_file::{SlotFile, SlotLoad};
 pub use std_disk::StdDisk;

@@ -188,6 +188,10 @@ impl Disk for SimDisk {
         self.lock().remove_file(&normalize(path))
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.lock().remove_dir(&normalize(path))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.lock().rename(&normalize(from), &normalize(to))
     }
@@ -499,6 +503,21 @@ impl State {
             .ok_or_else(|| not_found(path))?;
         self.names_pending.insert(path.to_path_buf());
         self.collect(id);
+        Ok(())
+    }
+
+    /// Removes an empty directory; like a file's removal, durable once its parent is synced
+    /// (a crash before that brings it back with the entries it durably held).
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()> {
+        self.check_dir(path)?;
+        if path == Path::new("/") || !self.list_dir(path)?.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                format!("cannot remove {}: not empty", path.display()),
+            ));
+        }
+        self.dirs.remove(path);
+        self.names_pending.insert(path.to_path_buf());
         Ok(())
     }
 
@@ -997,6 +1016,33 @@ mod tests {
         assert_eq!(normalize(Path::new("/a/../c")), PathBuf::from("/c"));
         assert_eq!(normalize(Path::new("/..")), PathBuf::from("/"));
         assert_eq!(parent(Path::new("/")), Path::new("/"));
+    }
+
+    #[test]
+    fn a_removed_directory_is_gone_after_a_crash_only_once_its_parent_is_synced() {
+        let disk = SimDisk::new(1);
+        let dir = Path::new("/d/t");
+        crate::io::create_dir_durable(&disk, dir).unwrap();
+        let file = dir.join("f");
+        disk.open(&file, true).unwrap();
+        disk.sync_dir(dir).unwrap();
+        let refused = disk.remove_dir(dir).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::DirectoryNotEmpty);
+
+        disk.remove_file(&file).unwrap();
+        disk.remove_dir(dir).unwrap();
+        assert!(!disk.exists(dir));
+        disk.crash();
+        assert!(
+            disk.exists(&file),
+            "nothing was synced: the directory and file come back"
+        );
+
+        disk.remove_file(&file).unwrap();
+        disk.remove_dir(dir).unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.crash();
+        assert!(!disk.exists(dir) && !disk.exists(&file));
     }
 
     #[test]

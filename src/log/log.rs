@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -75,7 +75,12 @@ pub struct Log {
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
     config: LogConfig,
-    limits: SegmentLimits,
+    /// The segment limits new segments get and the active one is judged by; changed by
+    /// `set_sizes` (a topic's settings altered). Taken alone, never while waiting for another
+    /// lock.
+    limits: Mutex<SegmentLimits>,
+    /// The largest record value `append` accepts (the configured limit, changed by `set_sizes`).
+    record_bytes_max: AtomicU32,
     /// Lock 1 (see the module docs).
     writer: Mutex<Writer>,
     /// Lock 2.
@@ -209,8 +214,9 @@ impl Log {
         Ok(Log {
             disk,
             clock,
+            record_bytes_max: AtomicU32::new(config.record_bytes_max),
             config,
-            limits,
+            limits: Mutex::new(limits),
             writer: Mutex::new(writer),
             state: RwLock::new(state),
             lowest: AtomicU64::new(lowest),
@@ -467,7 +473,7 @@ impl Log {
         // replaces it as every other replica does (timestamps agree across replicas). It comes
         // from the kept record's frame, whose CRC covers it (a flipped bit in an index entry
         // made a replica diverge once: seed 70904; entries are checksummed now too).
-        let result = (state.active_mut().truncate_from(offset, self.limits))
+        let result = (state.active_mut().truncate_from(offset, self.limits()))
             .and_then(|()| floor_after_truncation(&state));
         self.publish(&state);
         match result {
@@ -506,7 +512,7 @@ impl Log {
             self.disk.as_ref(),
             &self.config.dir,
             next_offset,
-            self.limits,
+            self.limits(),
         )?;
         segment.sync()?;
         state.segments.push(segment);
@@ -531,13 +537,22 @@ impl Log {
     /// checked index entry: a segment whose newest timestamp cannot be verified is kept).
     /// Returns how many were dropped. Readers go on while the files are removed.
     pub fn apply_retention(&self) -> Result<u32, LogError> {
+        self.apply_retention_with(
+            self.config.retention_bytes_max,
+            self.config.retention_ms_max,
+        )
+    }
+
+    /// `apply_retention` with these limits instead of the configured ones (a topic's settings,
+    /// which may change while the log is open).
+    pub fn apply_retention_with(
+        &self,
+        bytes_max: Option<u64>,
+        ms_max: Option<u64>,
+    ) -> Result<u32, LogError> {
         let _writer = self.lock_writer()?;
         let count = {
             let state = self.state.read();
-            let (bytes_max, ms_max) = (
-                self.config.retention_bytes_max,
-                self.config.retention_ms_max,
-            );
             expired_count(&state.segments, bytes_max, ms_max, self.clock.now_ms())
         };
         self.remove_oldest(count)?;
@@ -565,7 +580,7 @@ impl Log {
         self.check_not_poisoned()?;
         let roll_first = {
             let state = self.state.read();
-            state.active().is_full(self.limits) && !state.active().is_empty()
+            state.active().is_full(self.limits()) && !state.active().is_empty()
         };
         if roll_first {
             self.roll()?;
@@ -578,7 +593,34 @@ impl Log {
     /// Checks a batch against the configured limits without appending it: `BatchEmpty`,
     /// `RecordTooLarge` (over `record_bytes_max`). For client appends.
     pub fn validate(&self, records: &[NewRecord]) -> Result<(), LogError> {
-        check_sizes(records, self.config.record_bytes_max)
+        check_sizes(records, self.record_bytes_max.load(Ordering::Relaxed))
+    }
+
+    /// Changes the segment size (from the next segment the log starts, and for when the active
+    /// one rolls) and the largest record `append` accepts, checked as `LogConfig::validate`
+    /// checks them. Records already stored are never judged by it.
+    pub fn set_sizes(&self, segment_bytes_max: u64, record_bytes_max: u32) -> Result<(), LogError> {
+        let config = LogConfig {
+            segment_bytes_max,
+            record_bytes_max,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        let mut limits = self.limits.lock();
+        limits.store_bytes_max = segment_bytes_max;
+        #[cfg(madsim)]
+        {
+            limits.record_bytes_max = record_bytes_max;
+        }
+        drop(limits);
+        self.record_bytes_max
+            .store(record_bytes_max, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The current segment limits.
+    fn limits(&self) -> SegmentLimits {
+        *self.limits.lock()
     }
 
     /// Writes `records` into the active segment, rolling as needed: one write per segment.
@@ -601,12 +643,12 @@ impl Log {
 
     /// How many of `records` the active segment takes, rolling first if it takes none.
     fn room_for(&self, records: &[NewRecord]) -> Result<usize, LogError> {
-        let count = self.state.read().active().fits(records, self.limits);
+        let count = self.state.read().active().fits(records, self.limits());
         if count > 0 {
             return Ok(count);
         }
         self.roll()?;
-        let count = self.state.read().active().fits(records, self.limits);
+        let count = self.state.read().active().fits(records, self.limits());
         assert!(count > 0, "an empty segment takes any valid record");
         Ok(count)
     }
@@ -664,7 +706,7 @@ impl Log {
 
     fn roll_inner(&self) -> Result<(), LogError> {
         let next = self.seal_active()?;
-        let segment = Segment::create(self.disk.as_ref(), &self.config.dir, next, self.limits)?;
+        let segment = Segment::create(self.disk.as_ref(), &self.config.dir, next, self.limits())?;
         self.sync_dir()?;
         self.state.write().segments.push(segment);
         Ok(())

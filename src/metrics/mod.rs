@@ -159,10 +159,15 @@ pub enum Rpc {
     ConsumeBatchStream,
     OffsetForTime,
     GetLogInfo,
+    CreateTopic,
+    DeleteTopic,
+    ListTopics,
+    DescribeTopic,
+    AlterTopic,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 10] = [
+    pub const ALL: [Rpc; 15] = [
         Rpc::Produce,
         Rpc::Consume,
         Rpc::ConsumeStream,
@@ -173,6 +178,11 @@ impl Rpc {
         Rpc::ConsumeBatchStream,
         Rpc::OffsetForTime,
         Rpc::GetLogInfo,
+        Rpc::CreateTopic,
+        Rpc::DeleteTopic,
+        Rpc::ListTopics,
+        Rpc::DescribeTopic,
+        Rpc::AlterTopic,
     ];
 
     /// The method name, as in the proto (the `rpc` label's value).
@@ -188,6 +198,11 @@ impl Rpc {
             Rpc::ConsumeBatchStream => "ConsumeBatchStream",
             Rpc::OffsetForTime => "OffsetForTime",
             Rpc::GetLogInfo => "GetLogInfo",
+            Rpc::CreateTopic => "CreateTopic",
+            Rpc::DeleteTopic => "DeleteTopic",
+            Rpc::ListTopics => "ListTopics",
+            Rpc::DescribeTopic => "DescribeTopic",
+            Rpc::AlterTopic => "AlterTopic",
         }
     }
 }

@@ -6,7 +6,6 @@
 
 pub mod controller;
 pub mod log_store;
-mod meta;
 pub mod network;
 pub mod node;
 pub mod proposer;

@@ -56,9 +56,9 @@ pub use repair::{RepairState, VoteFloor};
 use syncer::DataSyncer;
 
 use super::log_store::LogStore;
-use super::meta::SlotFile;
 use super::state_machine::StateMachine;
 use super::types::{BasicNode, Entry, LogId, NodeId, ProduceAck, ProduceBatch, ProducerSeq};
+use crate::io::SlotFile;
 use crate::io::{Clock, Disk};
 use crate::log::{CorruptTail, Log, LogConfig, LogError, NewRecord, Record, RECORD_BYTES_LIMIT};
 

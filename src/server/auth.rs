@@ -103,29 +103,99 @@ impl Guard {
         request: &Request<T>,
         actions: &[Action],
     ) -> Result<String, Status> {
-        let decision = self.decide(request, actions);
-        let counter = match (&decision, actions.first()) {
-            (Ok(_), Some(action)) => &ALLOWED[action_index(*action)],
-            _ => &REFUSED,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.authorize_on(request, OBJECT_LOG, actions)
+    }
+
+    /// The caller's subject if it may perform any of `actions` on the topic named `topic`
+    /// (a policy line for the object `*` grants every topic).
+    pub fn authorize_topic<T>(
+        &self,
+        request: &Request<T>,
+        topic: &str,
+        actions: &[Action],
+    ) -> Result<String, Status> {
+        self.authorize_on(request, topic, actions)
+    }
+
+    /// Whether `subject` (from an earlier `authorize_*`) may perform any of `actions` on
+    /// `topic`: for a stream whose messages name topics, and for listing topics.
+    pub fn check_topic(
+        &self,
+        subject: &str,
+        topic: &str,
+        actions: &[Action],
+    ) -> Result<(), Status> {
+        let decision = self.check(subject, topic, actions);
+        count(&decision.as_ref().map(drop), actions);
         decision
     }
 
-    fn decide<T>(&self, request: &Request<T>, actions: &[Action]) -> Result<String, Status> {
-        let subject = self.subject(request)?;
-        let Some(acl) = &self.acl else {
-            return Ok(subject);
-        };
-        match acl.check_any(&subject, OBJECT_LOG, actions) {
-            Ok(()) => Ok(subject),
-            Err(denied) => {
-                tracing::debug!(%subject, action = %denied.action, "request denied by the ACL");
-                Err(Status::permission_denied(denied.to_string()))
-            }
-        }
+    /// The caller's subject, without an authorization check (UNAUTHENTICATED when mutual TLS
+    /// is on and the caller has no certificate).
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        self.subject(request)
     }
 
+    fn authorize_on<T>(
+        &self,
+        request: &Request<T>,
+        object: &str,
+        actions: &[Action],
+    ) -> Result<String, Status> {
+        let decision = self.decide(request, object, actions);
+        count(&decision.as_ref().map(drop), actions);
+        decision
+    }
+
+    fn decide<T>(
+        &self,
+        request: &Request<T>,
+        object: &str,
+        actions: &[Action],
+    ) -> Result<String, Status> {
+        let subject = self.subject(request)?;
+        self.check(&subject, object, actions)?;
+        Ok(subject)
+    }
+
+    /// The ACL's answer for `object`, a topic name or `*`: a topic is granted by a policy line
+    /// naming it or naming `*`. A refusal names the topic, except the default topic's, which
+    /// names `*` (what a policy written for the one-log API grants).
+    fn check(&self, subject: &str, object: &str, actions: &[Action]) -> Result<(), Status> {
+        let Some(acl) = &self.acl else {
+            return Ok(());
+        };
+        let first = match acl.check_any(subject, object, actions) {
+            Ok(()) => return Ok(()),
+            Err(denied) => denied,
+        };
+        if object == OBJECT_LOG {
+            return Err(denied_status(subject, first));
+        }
+        match acl.check_any(subject, OBJECT_LOG, actions) {
+            Ok(()) => Ok(()),
+            Err(wildcard) if object == crate::topic::DEFAULT_TOPIC => {
+                Err(denied_status(subject, wildcard))
+            }
+            Err(_) => Err(denied_status(subject, first)),
+        }
+    }
+}
+
+fn denied_status(subject: &str, denied: crate::security::acl::Denied) -> Status {
+    tracing::debug!(%subject, action = %denied.action, "request denied by the ACL");
+    Status::permission_denied(denied.to_string())
+}
+
+fn count(decision: &Result<(), &Status>, actions: &[Action]) {
+    let counter = match (decision, actions.first()) {
+        (Ok(()), Some(action)) => &ALLOWED[action_index(*action)],
+        _ => &REFUSED,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Guard {
     /// The caller's certificate CN; "anonymous" when it presented none and none is required.
     #[cfg(not(madsim))]
     fn subject<T>(&self, request: &Request<T>) -> Result<String, Status> {

@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use super::topics::TopicError;
 use crate::log::{LogError, Record};
 use crate::proto::{self, LEADER_ADDR_KEY, LEADER_ID_KEY, WRITES_STOPPED_KEY};
 use crate::raft::proposer::ProposeError;
@@ -23,6 +24,33 @@ pub fn status_from_log_error(error: LogError) -> Status {
     if code == Code::Unavailable || code == Code::DataLoss {
         tracing::error!(%error, "storage error");
     }
+    Status::new(code, error.to_string())
+}
+
+/// Maps a topic registry error: NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT,
+/// RESOURCE_EXHAUSTED (a node limit), FAILED_PRECONDITION (what a cluster member or the default
+/// topic cannot do).
+pub fn status_from_topic_error(error: TopicError) -> Status {
+    let code = match &error {
+        TopicError::NotFound { .. } | TopicError::PartitionNotFound { .. } => Code::NotFound,
+        TopicError::AlreadyExists { .. } => Code::AlreadyExists,
+        TopicError::InvalidName(_)
+        | TopicError::InvalidSetting(_)
+        | TopicError::PartitionsLowered { .. } => Code::InvalidArgument,
+        TopicError::LimitReached { .. } => Code::ResourceExhausted,
+        TopicError::DefaultTopic | TopicError::NotReplicated(_) => Code::FailedPrecondition,
+        TopicError::Cancelled(_) => Code::Unavailable,
+        TopicError::Log(_) => {
+            let TopicError::Log(error) = error else {
+                unreachable!()
+            };
+            return status_from_log_error(error);
+        }
+        TopicError::Catalog(_) => {
+            tracing::error!(%error, "topic catalog error");
+            Code::Unavailable
+        }
+    };
     Status::new(code, error.to_string())
 }
 

@@ -10,10 +10,12 @@ mod convert;
 mod member;
 mod metrics;
 mod node;
+pub mod partition;
 mod raft_rpc;
 pub mod repair;
 mod service;
 pub mod supervisor;
+pub mod topics;
 
 pub use auth::{decisions as auth_decisions, Decisions as AuthDecisions, Guard};
 pub use convert::status_from_log_error;

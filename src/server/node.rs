@@ -9,21 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tonic::Status;
 
 use super::admission::Admission;
 use super::auth::Guard;
-use super::convert::{status_from_log_error, status_from_propose_error};
+use super::partition::{Partition, ReplicatedPartition};
+use super::topics::Topics;
 use crate::config::{ConfigError, NodeConfig};
 use crate::io::{Clock, Disk};
-use crate::log::{Committer, CommitterHandle, Log, LogError, NewRecord, TailCut};
+use crate::log::{Log, LogError, TailCut};
 use crate::membership::ClusterView;
 use crate::metrics::NodeMetrics;
 use crate::raft::controller::MemberView;
 use crate::raft::node::{RaftNode, RaftNodeConfig, RaftNodeError};
-use crate::raft::proposer::ProposeError;
 use crate::raft::store::off_thread;
+use crate::topic::CatalogError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -50,7 +50,53 @@ pub enum NodeError {
     #[error(transparent)]
     Raft(#[from] RaftNodeError),
     #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A partition other than the default topic's partition 0 failed to open.
+    #[error("opening partition {partition} of topic {topic} failed: {source}")]
+    Partition {
+        topic: String,
+        partition_dir: PathBuf,
+        partition: u32,
+        #[source]
+        source: Box<NodeError>,
+    },
+    #[error(transparent)]
     Acl(#[from] crate::security::AclError),
+}
+
+impl NodeError {
+    /// Why partition `partition` of `topic`, in `dir`, did not open. A standalone node's
+    /// corrupt tail names the repair command.
+    pub(crate) fn partition(
+        config: &NodeConfig,
+        topic: &str,
+        partition: u32,
+        dir: PathBuf,
+        error: LogError,
+    ) -> NodeError {
+        let error = match error {
+            LogError::CorruptTail {
+                segment,
+                reason,
+                cut,
+            } => NodeError::CorruptTail {
+                data_dir: config.data_dir.clone(),
+                segment,
+                reason,
+                cut,
+            },
+            other => NodeError::Log(other),
+        };
+        if topic == crate::topic::DEFAULT_TOPIC && partition == 0 {
+            return error;
+        }
+        NodeError::Partition {
+            topic: topic.to_owned(),
+            partition_dir: dir,
+            partition,
+            source: Box::new(error),
+        }
+    }
 }
 
 /// A write on its way: resolves to the records' offsets once they are acknowledged (durable
@@ -103,16 +149,11 @@ pub struct RaftStatus {
     pub replication_lag: Vec<(u64, u64)>,
 }
 
-/// How writes reach the log.
-enum Writer {
-    /// One node: appends go through the group-commit writer.
-    Standalone(CommitterHandle),
-    /// A cluster member: writes go through Raft (accepted on the leader only).
-    Replicated {
-        raft: RaftNode,
-        members: watch::Receiver<MemberView>,
-        gossip: watch::Receiver<ClusterView>,
-    },
+/// A cluster member's Raft and gossip views (None on a standalone node).
+struct Cluster {
+    raft: RaftNode,
+    members: watch::Receiver<MemberView>,
+    gossip: watch::Receiver<ClusterView>,
 }
 
 /// A running node's state, cheap to clone.
@@ -132,9 +173,9 @@ impl std::fmt::Debug for Node {
 
 struct NodeInner {
     config: NodeConfig,
-    writer: Writer,
-    log: Arc<Log>,
-    committed: watch::Receiver<u64>,
+    /// Every topic and its partitions (a member: the default topic, replicated).
+    topics: Topics,
+    cluster: Option<Cluster>,
     streams: Arc<Semaphore>,
     /// Set once the node stops serving: long-lived streams end so the server can drain.
     stopping: watch::Sender<bool>,
@@ -161,35 +202,12 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let mut log_config = config.log_config()?;
         log_config.metrics = Some(metrics.log.clone());
-        let log = Log::open(disk, clock, log_config).map_err(|e| match e {
-            LogError::CorruptTail {
-                segment,
-                reason,
-                cut,
-            } => NodeError::CorruptTail {
-                data_dir: config.data_dir.clone(),
-                segment,
-                reason,
-                cut,
-            },
-            other => NodeError::Log(other),
-        })?;
-        let log = Arc::new(log);
-        let committer = Committer::start(log.clone(), config.limits.append_queue_depth_max);
-        if config.retention_bytes_max.is_some() || config.retention_ms_max.is_some() {
-            let interval = Duration::from_millis(config.retention_check_ms);
-            tokio::spawn(retention_loop(log.clone(), interval));
-        }
-        let committed = committer.committed();
-        Ok(Node::assemble(
-            config,
-            Writer::Standalone(committer),
-            log,
-            committed,
-            rpc_addr,
-            guard,
-            metrics,
-        ))
+        let topics = Topics::open(&config, disk, clock, log_config)?;
+        // Any topic may set retention, now or later: the loop always runs.
+        let interval = Duration::from_millis(config.retention_check_ms);
+        let node = Node::assemble(config, topics, None, rpc_addr, guard, metrics);
+        tokio::spawn(retention_loop(Arc::downgrade(&node.inner), interval));
+        Ok(node)
     }
 
     /// Opens a cluster member: its replicated log and Raft. `members` is the gossip view the
@@ -211,17 +229,16 @@ impl Node {
         raft_config.store.entries.metrics = Some(metrics.log.clone());
         let rpc_addr = raft_config.rpc_addr.clone();
         let raft = RaftNode::start(raft_config, disk, clock, transport, members.clone()).await?;
-        let log = raft.store().data_log().clone();
-        let committed = raft.store().committed();
+        let topics = Topics::replicated(&config, Arc::new(ReplicatedPartition::new(raft.clone())));
+        let cluster = Cluster {
+            raft,
+            members,
+            gossip,
+        };
         Ok(Node::assemble(
             config,
-            Writer::Replicated {
-                raft,
-                members,
-                gossip,
-            },
-            log,
-            committed,
+            topics,
+            Some(cluster),
             rpc_addr,
             guard,
             metrics,
@@ -230,9 +247,8 @@ impl Node {
 
     fn assemble(
         config: NodeConfig,
-        writer: Writer,
-        log: Arc<Log>,
-        committed: watch::Receiver<u64>,
+        topics: Topics,
+        cluster: Option<Cluster>,
         rpc_addr: String,
         guard: Arc<Guard>,
         metrics: Arc<NodeMetrics>,
@@ -243,9 +259,8 @@ impl Node {
         Node {
             inner: Arc::new(NodeInner {
                 config,
-                writer,
-                log,
-                committed,
+                topics,
+                cluster,
                 streams,
                 stopping,
                 rpc_addr,
@@ -265,17 +280,25 @@ impl Node {
         &self.inner.guard
     }
 
-    /// The log consumers read (the client-offset log, on every replica).
-    pub fn log(&self) -> &Arc<Log> {
-        &self.inner.log
+    /// Every topic of this node.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    /// The default topic's partition 0: a cluster member's one replicated log.
+    pub fn default_partition(&self) -> Arc<dyn Partition> {
+        self.inner.topics.default_partition()
+    }
+
+    /// The log of the default topic's partition 0 (on a member: the client-offset log every
+    /// replica serves).
+    pub fn log(&self) -> Arc<Log> {
+        self.default_partition().log().clone()
     }
 
     /// The Raft replica, for a cluster member.
     pub fn raft(&self) -> Option<&RaftNode> {
-        match &self.inner.writer {
-            Writer::Standalone(_) => None,
-            Writer::Replicated { raft, .. } => Some(raft),
-        }
+        self.inner.cluster.as_ref().map(|c| &c.raft)
     }
 
     /// The node-wide bounds on calls and on the request bytes the node holds.
@@ -292,71 +315,16 @@ impl Node {
         &self.inner.rpc_addr
     }
 
-    /// One past the last committed (acknowledged, consumer-visible) offset.
+    /// One past the last committed offset of the default topic's partition 0.
     pub fn committed_offset(&self) -> u64 {
-        *self.inner.committed.borrow()
-    }
-
-    pub fn watch_committed(&self) -> watch::Receiver<u64> {
-        self.inner.committed.clone()
-    }
-
-    /// Queues `records` (already validated against the limits) for the log. Waits while the
-    /// write queue is full; refused at once (UNAVAILABLE naming the leader) on a follower.
-    pub async fn submit(&self, records: Vec<NewRecord>) -> Result<PendingWrite, Status> {
-        self.submit_before(records, None).await
-    }
-
-    /// `submit`, where a member waits for enough voters (`cluster.min_replicas`) no later than
-    /// `deadline` (the call's gRPC deadline).
-    pub async fn submit_before(
-        &self,
-        records: Vec<NewRecord>,
-        deadline: Option<Instant>,
-    ) -> Result<PendingWrite, Status> {
-        match &self.inner.writer {
-            Writer::Standalone(committer) => {
-                let pending = committer
-                    .submit(records)
-                    .await
-                    .map_err(status_from_log_error)?;
-                Ok(Box::pin(async move {
-                    pending.await.map_err(status_from_log_error)
-                }))
-            }
-            Writer::Replicated { raft, .. } => {
-                let values = records.into_iter().map(|r| r.value).collect();
-                let pending = raft
-                    .proposer()
-                    .submit_before(values, deadline)
-                    .await
-                    .map_err(status_from_propose_error)?;
-                Ok(Box::pin(async move {
-                    match pending.await {
-                        Ok(result) => result.map_err(status_from_propose_error),
-                        Err(_) => Err(status_from_propose_error(ProposeError::Stopped(
-                            "the write was dropped".into(),
-                        ))),
-                    }
-                }))
-            }
-        }
-    }
-
-    /// `submit_before`, then wait for the acknowledgement.
-    pub async fn append_before(
-        &self,
-        records: Vec<NewRecord>,
-        deadline: Option<Instant>,
-    ) -> Result<Range<u64>, Status> {
-        self.submit_before(records, deadline).await?.await
+        self.default_partition().committed_offset()
     }
 
     /// Every member this node knows of, with what it knows about each.
     pub fn servers(&self) -> Vec<ServerInfo> {
         let committed_offset = self.committed_offset();
-        let (raft, members, gossip) = match &self.inner.writer {
-            Writer::Standalone(_) => {
+        let (raft, members, gossip) = match &self.inner.cluster {
+            None => {
                 return vec![ServerInfo {
                     id: self.inner.config.node_id.clone(),
                     rpc_addr: self.inner.rpc_addr.clone(),
@@ -371,11 +339,11 @@ impl Node {
                     suspect: false,
                 }]
             }
-            Writer::Replicated {
+            Some(Cluster {
                 raft,
                 members,
                 gossip,
-            } => (raft, members.borrow().clone(), gossip.borrow().clone()),
+            }) => (raft, members.borrow().clone(), gossip.borrow().clone()),
         };
         let status = self.raft_status().unwrap_or_default();
         let metrics = raft.raft().metrics().borrow().clone();
@@ -423,11 +391,28 @@ impl Node {
             .collect()
     }
 
+    /// The members holding a replica of this node's partitions, and the one leading them ("" if
+    /// none is known): this node itself on a standalone node; the Raft voters and learners on a
+    /// member (every partition a member serves is in its one Raft group).
+    pub fn placement(&self) -> (Vec<String>, String) {
+        let Some(raft) = self.raft() else {
+            let id = self.inner.config.node_id.clone();
+            return (vec![id.clone()], id);
+        };
+        let metrics = raft.raft().metrics().borrow().clone();
+        let replicas = (metrics.membership_config.membership().nodes())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let leader = metrics
+            .current_leader
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        (replicas, leader)
+    }
+
     /// This replica's Raft figures; None on a standalone node.
     pub fn raft_status(&self) -> Option<RaftStatus> {
-        let Writer::Replicated { raft, .. } = &self.inner.writer else {
-            return None;
-        };
+        let raft = self.raft()?;
         let (node_id, term, leader, is_leader, last_log_index, applied, replication) = {
             let m = raft.raft().metrics();
             let m = m.borrow();
@@ -464,9 +449,7 @@ impl Node {
 
     /// Gossip's view of the members, counted; None on a standalone node.
     pub fn gossip_counts(&self) -> Option<GossipCounts> {
-        let Writer::Replicated { gossip, .. } = &self.inner.writer else {
-            return None;
-        };
+        let gossip = &self.inner.cluster.as_ref()?.gossip;
         let view = gossip.borrow();
         let mut counts = GossipCounts::default();
         for member in view.members.values() {
@@ -504,34 +487,36 @@ impl Node {
 
     /// Finishes queued appends, syncs and closes the log (stops Raft first on a member).
     pub async fn shutdown(&self) -> Result<(), NodeError> {
-        match &self.inner.writer {
-            Writer::Standalone(committer) => committer.shutdown().await?,
-            Writer::Replicated { raft, .. } => raft.shutdown().await?,
-        }
-        Ok(())
+        self.inner.topics.shutdown().await
     }
 }
 
-/// Applies the standalone log's retention every `interval`. Dropping segments removes files
-/// and syncs the directory: that runs on the blocking pool (inline under madsim), never on an
-/// async worker.
-async fn retention_loop(log: Arc<Log>, interval: Duration) {
+/// Applies every standalone partition's retention (its topic's settings, read each pass) every
+/// `interval`, until the node is gone. Dropping segments removes files and syncs the directory:
+/// that runs on the blocking pool (inline under madsim), never on an async worker.
+async fn retention_loop(node: std::sync::Weak<NodeInner>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
-        let log = log.clone();
-        let applied = match off_thread(move || Ok(log.apply_retention())).await {
-            Ok(applied) => applied,
-            Err(error) => {
-                tracing::warn!(%error, "retention did not run");
-                continue;
+        let Some(node) = node.upgrade() else { return };
+        let targets = node.topics.retention_targets();
+        drop(node);
+        let applied = off_thread(move || {
+            let mut dropped = 0u32;
+            for (partition, bytes_max, ms_max) in targets {
+                match partition.log().apply_retention_with(bytes_max, ms_max) {
+                    Ok(n) => dropped += n,
+                    Err(LogError::Closed) => {}
+                    Err(error) => tracing::warn!(%error, "retention failed"),
+                }
             }
-        };
+            Ok(dropped)
+        })
+        .await;
         match applied {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, "retention dropped segments"),
-            Err(LogError::Closed) => return,
-            Err(error) => tracing::warn!(%error, "retention failed"),
+            Err(error) => tracing::warn!(%error, "retention did not run"),
         }
     }
 }

@@ -20,13 +20,16 @@ use tracing::Instrument;
 
 use super::admission::{Admission, Admitted};
 use super::auth::DESCRIBE;
-use super::convert::{record_to_proto, status_from_log_error};
+use super::convert::{record_to_proto, status_from_log_error, status_from_topic_error};
 use super::node::Node;
+use super::partition::Partition;
+use super::topics::Topic;
 use crate::log::{LogError, NewRecord, Record};
 use crate::metrics::Rpc;
 use crate::proto::{self, log_server};
 use crate::raft::store::off_thread;
 use crate::security::Action;
+use crate::topic::TopicSettings;
 
 type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + 'static>>;
 
@@ -40,9 +43,52 @@ impl LogService {
         LogService { node }
     }
 
-    /// The one authorization check every RPC starts with (see `server::auth`).
-    fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<(), Status> {
-        self.node.guard().authorize(request, action).map(drop)
+    /// The one authorization check every RPC starts with (see `server::auth`): `action` on the
+    /// topic the request names ("" is the default topic).
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        topic: &str,
+        action: Action,
+    ) -> Result<String, Status> {
+        let topic = if topic.is_empty() {
+            crate::topic::DEFAULT_TOPIC
+        } else {
+            topic
+        };
+        self.node.guard().authorize_topic(request, topic, &[action])
+    }
+
+    /// The topic a request names.
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, Status> {
+        self.node
+            .topics()
+            .get(name)
+            .map_err(status_from_topic_error)
+    }
+
+    /// The partition a consume names.
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<dyn Partition>, Status> {
+        self.topic(topic)?
+            .partition(partition)
+            .map_err(status_from_topic_error)
+    }
+
+    /// Where a produce goes (see `Topic::choose`), and the largest record its topic takes.
+    fn target(&self, topic: &str, partition: Option<u32>, key: &[u8]) -> Result<Target, Status> {
+        let topic = self.topic(topic)?;
+        let (partition_id, partition) = topic
+            .choose(partition, key)
+            .map_err(status_from_topic_error)?;
+        let record_bytes_max = topic
+            .settings()
+            .effective(self.node.topics().defaults())
+            .record_bytes_max;
+        Ok(Target {
+            partition_id,
+            partition,
+            record_bytes_max,
+        })
     }
 
     /// Runs one unary call (or a stream's setup), observing its latency and counting its error.
@@ -82,12 +128,13 @@ impl LogService {
     /// the blocking pool: see `on_disk`).
     async fn read_committed(
         &self,
+        partition: &Arc<dyn Partition>,
         offset: u64,
         records_max: u32,
         bytes_max: u64,
     ) -> Result<Vec<Record>, Status> {
         let mut batches = self
-            .read_committed_batches(offset, 1, records_max, bytes_max)
+            .read_committed_batches(partition, offset, 1, records_max, bytes_max)
             .await?;
         Ok(batches.pop().unwrap_or_default())
     }
@@ -99,18 +146,19 @@ impl LogService {
     /// early (the stream meets that error on its next read).
     async fn read_committed_batches(
         &self,
+        partition: &Arc<dyn Partition>,
         offset: u64,
         batches_max: usize,
         records_max: u32,
         bytes_max: u64,
     ) -> Result<Vec<Vec<Record>>, Status> {
-        let committed = self.node.committed_offset();
-        check_readable(self.node.log().lowest_offset(), committed, offset)?;
+        let committed = partition.committed_offset();
+        check_readable(partition.log().lowest_offset(), committed, offset)?;
         if offset == committed {
             return Ok(Vec::new());
         }
         let (records_max, bytes_max) = self.clamp(records_max, bytes_max);
-        let log = self.node.log().clone();
+        let log = partition.log().clone();
         on_disk(move || {
             let mut batches = Vec::with_capacity(batches_max);
             let mut offset = offset;
@@ -144,22 +192,22 @@ impl LogService {
     /// store files: on the blocking pool).
     async fn start_offset(
         &self,
+        partition: &Arc<dyn Partition>,
         offset: u64,
         from_timestamp_ms: Option<i64>,
     ) -> Result<u64, Status> {
         match from_timestamp_ms {
             Some(t) => {
-                let log = self.node.log().clone();
+                let log = partition.log().clone();
                 on_disk(move || log.offset_for_time(t)).await
             }
             None => Ok(offset),
         }
     }
 
-    fn new_record(&self, record: Option<proto::Record>) -> Result<NewRecord, Status> {
+    fn new_record(&self, record: Option<proto::Record>, max: u32) -> Result<NewRecord, Status> {
         let record =
             record.ok_or_else(|| Status::invalid_argument("produce request has no record"))?;
-        let max = self.node.config().record_bytes_max;
         if record.value.len() as u64 > max as u64 {
             return Err(status_from_log_error(LogError::RecordTooLarge {
                 len: record.value.len() as u64,
@@ -171,8 +219,10 @@ impl LogService {
 
     /// Spawns a task that follows the committed tail from `offset`, turning each batch read into
     /// messages with `to_messages`, and returns the stream of those messages.
+    #[allow(clippy::too_many_arguments)]
     fn follow<M, F>(
         &self,
+        partition: Arc<dyn Partition>,
         rpc: Rpc,
         offset: u64,
         records_max: u32,
@@ -186,9 +236,9 @@ impl LogService {
     {
         let slot = self.stream_slot()?;
         // A start beyond the tail is fine: the stream waits for the log to reach it.
-        let lowest = self.node.log().lowest_offset();
+        let lowest = partition.log().lowest_offset();
         if offset < lowest {
-            check_readable(lowest, self.node.committed_offset(), offset)?;
+            check_readable(lowest, partition.committed_offset(), offset)?;
         }
         let limits = &self.node.config().limits;
         let buffered_messages_max = (limits.stream_buffer_bytes_max / message_bytes_max.max(1))
@@ -205,7 +255,15 @@ impl LogService {
             async move {
                 let _slot = slot;
                 service
-                    .follow_loop(rpc, offset, records_max, bytes_max, tx, to_messages)
+                    .follow_loop(
+                        &partition,
+                        rpc,
+                        offset,
+                        records_max,
+                        bytes_max,
+                        tx,
+                        to_messages,
+                    )
                     .await;
             }
             .instrument(span),
@@ -213,8 +271,10 @@ impl LogService {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn follow_loop<M, F>(
         &self,
+        partition: &Arc<dyn Partition>,
         rpc: Rpc,
         mut offset: u64,
         records_max: u32,
@@ -224,7 +284,7 @@ impl LogService {
     ) where
         F: Fn(Vec<Record>, u64) -> Vec<M>,
     {
-        let mut committed = self.node.watch_committed();
+        let mut committed = partition.watch_committed();
         let stopping = self.node.stopping();
         tokio::pin!(stopping);
         loop {
@@ -251,7 +311,7 @@ impl LogService {
                 };
                 let started = Instant::now();
                 let read = self
-                    .read_committed_batches(offset, batches_max, records_max, bytes_max)
+                    .read_committed_batches(partition, offset, batches_max, records_max, bytes_max)
                     .await;
                 let batches = match read {
                     Ok(batches) => batches,
@@ -347,21 +407,23 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
-        self.authorize(&request, Action::Produce)?;
+        self.authorize(&request, &request.get_ref().topic, Action::Produce)?;
         let span = tracing::info_span!("produce", bytes = Empty, offset = Empty);
         let deadline = deadline_of(&request);
         let call = async {
-            let record = self.new_record(request.into_inner().record)?;
+            let request = request.into_inner();
+            let target = self.target(&request.topic, request.partition, &request.key)?;
+            let record = self.new_record(request.record, target.record_bytes_max)?;
             let bytes = record.value.len() as u64;
             tracing::Span::current().record("bytes", bytes);
             // Held until the record is acknowledged.
             let _room = self.node.admission().request_bytes(bytes).await?;
-            let range = self.node.append_before(vec![record], deadline).await?;
+            let range = target.append(vec![record], deadline).await?;
             tracing::Span::current().record("offset", range.start);
             self.node.metrics().produced(1, bytes);
             Ok(Response::new(proto::ProduceResponse {
                 offset: range.start,
-                ..Default::default()
+                partition: target.partition_id,
             }))
         };
         self.timed(Rpc::Produce, call).instrument(span).await
@@ -371,13 +433,15 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeRequest>,
     ) -> Result<Response<proto::ConsumeResponse>, Status> {
-        self.authorize(&request, Action::Consume)?;
-        let offset = request.into_inner().offset;
+        self.authorize(&request, &request.get_ref().topic, Action::Consume)?;
+        let request = request.into_inner();
+        let offset = request.offset;
         let span = tracing::info_span!("consume", offset);
         let call = async {
+            let partition = self.partition(&request.topic, request.partition)?;
             let (lowest, committed) = (
-                self.node.log().lowest_offset(),
-                self.node.committed_offset(),
+                partition.log().lowest_offset(),
+                partition.committed_offset(),
             );
             if offset >= committed {
                 return Err(status_from_log_error(LogError::OffsetOutOfRange {
@@ -387,7 +451,7 @@ impl log_server::Log for LogService {
                 }));
             }
             check_readable(lowest, committed, offset)?;
-            let log = self.node.log().clone();
+            let log = partition.log().clone();
             let record = on_disk(move || log.read(offset)).await?;
             self.node.metrics().consumed(1, record.value.len() as u64);
             Ok(Response::new(proto::ConsumeResponse {
@@ -403,11 +467,12 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStreamStream>, Status> {
-        self.authorize(&request, Action::Consume)?;
+        self.authorize(&request, &request.get_ref().topic, Action::Consume)?;
         let request = request.into_inner();
         let setup = async {
+            let partition = self.partition(&request.topic, request.partition)?;
             let offset = self
-                .start_offset(request.offset, request.from_timestamp_ms)
+                .start_offset(&partition, request.offset, request.from_timestamp_ms)
                 .await?;
             let record_message_bytes = u64::from(self.node.config().record_bytes_max) + 64;
             let to_messages = |records: Vec<Record>, _| {
@@ -419,6 +484,7 @@ impl log_server::Log for LogService {
                     .collect()
             };
             let stream = self.follow(
+                partition,
                 Rpc::ConsumeStream,
                 offset,
                 0,
@@ -440,7 +506,12 @@ impl log_server::Log for LogService {
         &self,
         request: Request<Streaming<proto::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        self.authorize(&request, Action::Produce)?;
+        // Authentication here; each message's topic is checked as the stream names it.
+        let subject = self
+            .node
+            .guard()
+            .authorize_any(&request, &[Action::Produce, Action::Consume, Action::Admin])
+            .inspect_err(|status| self.failed(Rpc::ProduceStream, status))?;
         let slot = self
             .stream_slot()
             .inspect_err(|status| self.failed(Rpc::ProduceStream, status))?;
@@ -452,14 +523,18 @@ impl log_server::Log for LogService {
         );
         let (pending_tx, pending_rx) = mpsc::channel(limits.stream_appends_in_flight_max);
         let span = tracing::info_span!("produce_stream");
-        tokio::spawn(
-            read_produce_stream(self.clone(), request.into_inner(), in_flight, pending_tx)
-                .instrument(span),
-        );
+        let reader = StreamReader {
+            service: self.clone(),
+            subject,
+            inbound: request.into_inner(),
+            carried: None,
+        };
+        tokio::spawn(read_produce_stream(reader, in_flight, pending_tx).instrument(span));
         let answers = Answers {
             service: self.clone(),
             pending_rx,
             offsets: 0..0,
+            partition: 0,
             ended: false,
             _slot: slot,
         };
@@ -499,17 +574,18 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ProduceBatchRequest>,
     ) -> Result<Response<proto::ProduceBatchResponse>, Status> {
-        self.authorize(&request, Action::Produce)?;
+        self.authorize(&request, &request.get_ref().topic, Action::Produce)?;
         let deadline = deadline_of(&request);
-        let records = request.into_inner().records;
+        let request = request.into_inner();
         let span = tracing::info_span!(
             "produce_batch",
-            records = records.len(),
+            records = request.records.len(),
             bytes = Empty,
             first_offset = Empty
         );
         let call = async {
             let max = self.node.config().limits.batch_records_max;
+            let records = request.records;
             if records.is_empty() {
                 return Err(Status::invalid_argument("produce batch has no records"));
             }
@@ -519,22 +595,23 @@ impl log_server::Log for LogService {
                     records.len()
                 )));
             }
+            let target = self.target(&request.topic, request.partition, &request.key)?;
             let records = records
                 .into_iter()
-                .map(|r| self.new_record(Some(r)))
+                .map(|r| self.new_record(Some(r), target.record_bytes_max))
                 .collect::<Result<Vec<_>, _>>()?;
             let bytes: u64 = records.iter().map(|r| r.value.len() as u64).sum();
             tracing::Span::current().record("bytes", bytes);
             // Held until the batch is acknowledged.
             let _room = self.node.admission().request_bytes(bytes).await?;
-            let range = self.node.append_before(records, deadline).await?;
+            let range = target.append(records, deadline).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
             self.node.metrics().produced(count, bytes);
             Ok(Response::new(proto::ProduceBatchResponse {
                 first_offset: range.start,
                 count: count as u32,
-                ..Default::default()
+                partition: target.partition_id,
             }))
         };
         self.timed(Rpc::ProduceBatch, call).instrument(span).await
@@ -544,7 +621,7 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeBatchRequest>,
     ) -> Result<Response<proto::ConsumeBatchResponse>, Status> {
-        self.authorize(&request, Action::Consume)?;
+        self.authorize(&request, &request.get_ref().topic, Action::Consume)?;
         let request = request.into_inner();
         let span = tracing::info_span!(
             "consume_batch",
@@ -553,12 +630,13 @@ impl log_server::Log for LogService {
             next_offset = Empty
         );
         let call = async {
+            let partition = self.partition(&request.topic, request.partition)?;
             let offset = self
-                .start_offset(request.offset, request.from_timestamp_ms)
+                .start_offset(&partition, request.offset, request.from_timestamp_ms)
                 .await?;
-            let high_watermark = self.node.committed_offset();
+            let high_watermark = partition.committed_offset();
             let records = self
-                .read_committed(offset, request.max_records, request.max_bytes)
+                .read_committed(&partition, offset, request.max_records, request.max_bytes)
                 .await?;
             self.node
                 .metrics()
@@ -578,14 +656,16 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::ConsumeBatchRequest>,
     ) -> Result<Response<Self::ConsumeBatchStreamStream>, Status> {
-        self.authorize(&request, Action::Consume)?;
+        self.authorize(&request, &request.get_ref().topic, Action::Consume)?;
         let request = request.into_inner();
         let setup = async {
+            let partition = self.partition(&request.topic, request.partition)?;
             let offset = self
-                .start_offset(request.offset, request.from_timestamp_ms)
+                .start_offset(&partition, request.offset, request.from_timestamp_ms)
                 .await?;
             let (_, batch_bytes_max) = self.clamp(request.max_records, request.max_bytes);
             let stream = self.follow(
+                partition,
                 Rpc::ConsumeBatchStream,
                 offset,
                 request.max_records,
@@ -606,12 +686,14 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::OffsetForTimeRequest>,
     ) -> Result<Response<proto::OffsetForTimeResponse>, Status> {
-        self.authorize(&request, Action::Consume)?;
-        let timestamp_ms = request.into_inner().timestamp_ms;
+        self.authorize(&request, &request.get_ref().topic, Action::Consume)?;
+        let request = request.into_inner();
+        let timestamp_ms = request.timestamp_ms;
         let span = tracing::info_span!("offset_for_time", timestamp_ms, offset = Empty);
         let call = async {
-            let offset = self.start_offset(0, Some(timestamp_ms)).await?;
-            let offset = offset.min(self.node.committed_offset());
+            let partition = self.partition(&request.topic, request.partition)?;
+            let offset = self.start_offset(&partition, 0, Some(timestamp_ms)).await?;
+            let offset = offset.min(partition.committed_offset());
             tracing::Span::current().record("offset", offset);
             Ok(Response::new(proto::OffsetForTimeResponse { offset }))
         };
@@ -622,23 +704,25 @@ impl log_server::Log for LogService {
         &self,
         request: Request<proto::GetLogInfoRequest>,
     ) -> Result<Response<proto::GetLogInfoResponse>, Status> {
-        self.authorize(&request, Action::Consume)?;
+        self.authorize(&request, &request.get_ref().topic, Action::Consume)?;
+        let request = request.into_inner();
         let call = async {
-            let info = self.node.log().info();
+            let partition = self.partition(&request.topic, request.partition)?;
+            let info = partition.log().info();
             let metrics = self.node.metrics();
             Ok(Response::new(proto::GetLogInfoResponse {
                 lowest_offset: info.lowest_offset,
-                next_offset: self.node.committed_offset(),
+                next_offset: partition.committed_offset(),
                 size_bytes: info.size_bytes,
                 segment_count: info.segment_count,
-                sync_policy: self.node.log().config().sync.to_string(),
+                sync_policy: partition.log().config().sync.to_string(),
                 fsync_count: metrics.log.fsyncs.get(),
                 fsync_seconds_total: metrics.log.fsync_seconds.sum_seconds(),
                 produce_records: metrics.produce_records.get(),
                 produce_bytes: metrics.produce_bytes.get(),
                 consume_records: metrics.consume_records.get(),
                 consume_bytes: metrics.consume_bytes.get(),
-                writes_stopped: self.node.log().poisoned().unwrap_or_default(),
+                writes_stopped: partition.log().poisoned().unwrap_or_default(),
             }))
         };
         self.timed(Rpc::GetLogInfo, call).await
@@ -646,37 +730,182 @@ impl log_server::Log for LogService {
 
     async fn create_topic(
         &self,
-        _request: Request<proto::CreateTopicRequest>,
+        request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::CreateTopicResponse>, Status> {
-        Err(Status::unimplemented("topics: in progress"))
+        self.authorize(&request, &request.get_ref().name, Action::Admin)?;
+        let request = request.into_inner();
+        let span = tracing::info_span!("create_topic", topic = %request.name);
+        let call = async {
+            let settings = settings_from_proto(request.settings.unwrap_or_default());
+            let (topic, created) = self
+                .node
+                .topics()
+                .create(&request.name, request.partitions, settings)
+                .await
+                .map_err(status_from_topic_error)?;
+            Ok(Response::new(proto::CreateTopicResponse {
+                topic: Some(self.topic_to_proto(&topic)),
+                created,
+            }))
+        };
+        self.timed(Rpc::CreateTopic, call).instrument(span).await
     }
 
     async fn delete_topic(
         &self,
-        _request: Request<proto::DeleteTopicRequest>,
+        request: Request<proto::DeleteTopicRequest>,
     ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
-        Err(Status::unimplemented("topics: in progress"))
+        self.authorize(&request, &request.get_ref().name, Action::Admin)?;
+        let name = request.into_inner().name;
+        let span = tracing::info_span!("delete_topic", topic = %name);
+        let call = async {
+            self.node
+                .topics()
+                .delete(&name)
+                .await
+                .map_err(status_from_topic_error)?;
+            Ok(Response::new(proto::DeleteTopicResponse {}))
+        };
+        self.timed(Rpc::DeleteTopic, call).instrument(span).await
     }
 
     async fn list_topics(
         &self,
-        _request: Request<proto::ListTopicsRequest>,
+        request: Request<proto::ListTopicsRequest>,
     ) -> Result<Response<proto::ListTopicsResponse>, Status> {
-        Err(Status::unimplemented("topics: in progress"))
+        // Every caller may ask; the answer lists the topics it may consume from or administer.
+        let guard = self.node.guard();
+        let subject = guard.authenticate(&request)?;
+        let call = async {
+            let visible = [Action::Consume, Action::Admin];
+            let topics = (self.node.topics().list().iter())
+                .filter(|t| {
+                    guard
+                        .check_topic(&subject, t.name.as_str(), &visible)
+                        .is_ok()
+                })
+                .map(|t| self.topic_to_proto(t))
+                .collect();
+            Ok(Response::new(proto::ListTopicsResponse { topics }))
+        };
+        self.timed(Rpc::ListTopics, call).await
     }
 
     async fn describe_topic(
         &self,
-        _request: Request<proto::DescribeTopicRequest>,
+        request: Request<proto::DescribeTopicRequest>,
     ) -> Result<Response<proto::DescribeTopicResponse>, Status> {
-        Err(Status::unimplemented("topics: in progress"))
+        let name = request.get_ref().name.clone();
+        let topic_name = if name.is_empty() {
+            crate::topic::DEFAULT_TOPIC
+        } else {
+            &name
+        };
+        self.node.guard().authorize_topic(
+            &request,
+            topic_name,
+            &[Action::Consume, Action::Admin],
+        )?;
+        let call = async {
+            let topic = self.topic(&name)?;
+            let (replicas, leader) = self.node.placement();
+            let partitions = (topic.partitions().iter().enumerate())
+                .map(|(p, partition)| {
+                    let info = partition.log().info();
+                    proto::PartitionInfo {
+                        partition: p as u32,
+                        lowest_offset: info.lowest_offset,
+                        next_offset: partition.committed_offset(),
+                        size_bytes: info.size_bytes,
+                        segment_count: info.segment_count,
+                        replicas: replicas.clone(),
+                        leader: leader.clone(),
+                        writes_stopped: partition.log().poisoned().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            Ok(Response::new(proto::DescribeTopicResponse {
+                topic: Some(self.topic_to_proto(&topic)),
+                partitions,
+            }))
+        };
+        self.timed(Rpc::DescribeTopic, call).await
     }
 
     async fn alter_topic(
         &self,
-        _request: Request<proto::AlterTopicRequest>,
+        request: Request<proto::AlterTopicRequest>,
     ) -> Result<Response<proto::AlterTopicResponse>, Status> {
-        Err(Status::unimplemented("topics: in progress"))
+        self.authorize(&request, &request.get_ref().name, Action::Admin)?;
+        let request = request.into_inner();
+        let span = tracing::info_span!("alter_topic", topic = %request.name);
+        let call = async {
+            let changes = settings_from_proto(request.settings.unwrap_or_default());
+            let topic = self
+                .node
+                .topics()
+                .alter(&request.name, request.partitions, changes)
+                .await
+                .map_err(status_from_topic_error)?;
+            Ok(Response::new(proto::AlterTopicResponse {
+                topic: Some(self.topic_to_proto(&topic)),
+            }))
+        };
+        self.timed(Rpc::AlterTopic, call).instrument(span).await
+    }
+}
+
+impl LogService {
+    fn topic_to_proto(&self, topic: &Topic) -> proto::Topic {
+        let own = topic.settings();
+        let effective = own.effective(self.node.topics().defaults());
+        proto::Topic {
+            name: topic.name.to_string(),
+            partitions: topic.partition_count(),
+            settings: Some(settings_to_proto(&own)),
+            effective: Some(proto::TopicSettings {
+                retention_bytes_max: Some(effective.retention_bytes_max.unwrap_or(0)),
+                retention_ms_max: Some(effective.retention_ms_max.unwrap_or(0)),
+                segment_bytes_max: Some(effective.segment_bytes_max),
+                record_bytes_max: Some(effective.record_bytes_max),
+            }),
+        }
+    }
+}
+
+fn settings_from_proto(settings: proto::TopicSettings) -> TopicSettings {
+    TopicSettings {
+        retention_bytes_max: settings.retention_bytes_max,
+        retention_ms_max: settings.retention_ms_max,
+        segment_bytes_max: settings.segment_bytes_max,
+        record_bytes_max: settings.record_bytes_max,
+    }
+}
+
+fn settings_to_proto(settings: &TopicSettings) -> proto::TopicSettings {
+    proto::TopicSettings {
+        retention_bytes_max: settings.retention_bytes_max,
+        retention_ms_max: settings.retention_ms_max,
+        segment_bytes_max: settings.segment_bytes_max,
+        record_bytes_max: settings.record_bytes_max,
+    }
+}
+
+/// A produce's destination, resolved.
+struct Target {
+    partition_id: u32,
+    partition: Arc<dyn Partition>,
+    /// The topic's `record_bytes_max` in force.
+    record_bytes_max: u32,
+}
+
+impl Target {
+    async fn append(
+        &self,
+        records: Vec<NewRecord>,
+        deadline: Option<Instant>,
+    ) -> Result<std::ops::Range<u64>, Status> {
+        self.partition.submit(records, deadline).await?.await
     }
 }
 
@@ -706,6 +935,7 @@ struct StreamAppend {
     /// When the batch's first message was read (its latency runs from there to the answer).
     started: Instant,
     bytes: u64,
+    partition: u32,
 }
 
 /// A ProduceStream's window: the records and value bytes read but not yet acknowledged. The
@@ -771,53 +1001,166 @@ enum StreamEnd {
     Failed(Status),
 }
 
-/// Reads a ProduceStream and queues its records for the writer, in stream order: each append
-/// takes the next message plus whatever messages have already arrived (up to
-/// `STREAM_APPEND_RECORDS_MAX`), so a busy stream costs one queue entry per batch, not per record.
-/// Hands the pending acknowledgements, in order, to the stream's `Answers`.
-async fn read_produce_stream(
+/// A ProduceStream's inbound side, with the message that starts the next append when it
+/// names another destination than the append being gathered.
+struct StreamReader {
     service: LogService,
-    mut inbound: Streaming<proto::ProduceRequest>,
+    /// Who opened the stream: each topic a message names is checked for them.
+    subject: String,
+    inbound: Streaming<proto::ProduceRequest>,
+    carried: Option<proto::ProduceRequest>,
+}
+
+/// Where a ProduceStream message asks its record to go: consecutive messages with the same
+/// destination share one append (and so one partition: "sticky" batches when they name
+/// neither partition nor key).
+fn destination(request: &proto::ProduceRequest) -> (&str, Option<u32>, &[u8]) {
+    (&request.topic, request.partition, &request.key)
+}
+
+impl StreamReader {
+    /// The next message: the one carried over, or the stream's next.
+    async fn next(&mut self, stopping: &mut (impl Future<Output = ()> + Unpin)) -> Next {
+        if let Some(carried) = self.carried.take() {
+            return Next::Message(carried);
+        }
+        let message = tokio::select! {
+            biased;
+            _ = stopping => Err(shutting_down()),
+            message = self.inbound.message() => message,
+        };
+        Next::from(message)
+    }
+
+    /// Gathers one append: the first message plus those already arrived for the same
+    /// destination, up to the bounds.
+    fn gather(
+        &mut self,
+        first: proto::ProduceRequest,
+        records_max: usize,
+        bytes_max: u64,
+    ) -> Result<Gathered, Status> {
+        let service = &self.service;
+        let topic = if first.topic.is_empty() {
+            crate::topic::DEFAULT_TOPIC
+        } else {
+            &first.topic
+        };
+        service
+            .node
+            .guard()
+            .check_topic(&self.subject, topic, &[Action::Produce])?;
+        let target = service.target(&first.topic, first.partition, &first.key)?;
+        let mut gathered = Gathered {
+            records: vec![service.new_record(first.record.clone(), target.record_bytes_max)?],
+            bytes: 0,
+            target,
+            end: None,
+        };
+        gathered.bytes = gathered.records[0].value.len() as u64;
+        while gathered.records.len() < records_max && gathered.bytes < bytes_max {
+            let Some(message) = self.inbound.message().now_or_never() else {
+                break;
+            };
+            match Next::from(message) {
+                Next::Message(m) if destination(&m) == destination(&first) => {
+                    let record = service.new_record(m.record, gathered.target.record_bytes_max)?;
+                    gathered.bytes += record.value.len() as u64;
+                    gathered.records.push(record);
+                }
+                Next::Message(m) => {
+                    self.carried = Some(m);
+                    break;
+                }
+                Next::End(end) => {
+                    gathered.end = Some(end);
+                    break;
+                }
+            }
+        }
+        Ok(gathered)
+    }
+}
+
+enum Next {
+    Message(proto::ProduceRequest),
+    End(StreamEnd),
+}
+
+impl From<Result<Option<proto::ProduceRequest>, Status>> for Next {
+    fn from(message: Result<Option<proto::ProduceRequest>, Status>) -> Next {
+        match message {
+            Ok(Some(request)) => Next::Message(request),
+            Ok(None) => Next::End(StreamEnd::Finished),
+            Err(status) => Next::End(StreamEnd::Failed(status)),
+        }
+    }
+}
+
+/// One append of a ProduceStream, gathered.
+struct Gathered {
+    records: Vec<NewRecord>,
+    bytes: u64,
+    target: Target,
+    /// How the stream ended while gathering, if it did.
+    end: Option<StreamEnd>,
+}
+
+/// Reads a ProduceStream and queues its records for their partitions, in stream order: each
+/// append takes the next message plus the messages already arrived for the same destination
+/// (up to `STREAM_APPEND_RECORDS_MAX`), so a busy stream costs one queue entry per batch, not
+/// per record. Hands the pending acknowledgements, in order, to the stream's `Answers`.
+async fn read_produce_stream(
+    mut reader: StreamReader,
     in_flight: StreamWindow,
     pending_tx: mpsc::Sender<Pending>,
 ) {
-    let batch_records_max =
-        STREAM_APPEND_RECORDS_MAX.min(service.node.config().limits.stream_appends_in_flight_max);
-    let stopping = service.node.stopping();
+    let limits = &reader.service.node.config().limits;
+    let batch_records_max = STREAM_APPEND_RECORDS_MAX.min(limits.stream_appends_in_flight_max);
+    let stopping = reader.service.node.stopping();
     tokio::pin!(stopping);
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = &mut stopping => Err(shutting_down()),
-            message = inbound.message() => message,
+        let first = match reader.next(&mut stopping).await {
+            Next::Message(message) => message,
+            Next::End(StreamEnd::Finished) => return,
+            Next::End(StreamEnd::Failed(status)) => {
+                let _ = pending_tx.send(Err(status)).await;
+                return;
+            }
         };
         let started = Instant::now();
-        let (mut records, mut bytes) = (Vec::new(), 0);
-        let mut end = service.take_message(first, &mut records, &mut bytes);
-        while end.is_none() && records.len() < batch_records_max && bytes < in_flight.bytes_max {
-            match inbound.message().now_or_never() {
-                Some(message) => end = service.take_message(message, &mut records, &mut bytes),
-                None => break,
-            }
-        }
-        if !records.is_empty() {
-            // Wait until the stream has room for these records before queueing them.
-            let Some(permit) = in_flight.acquire(records.len(), bytes).await else {
-                return;
-            };
-            let pending = service.node.submit(records).await;
-            let failed = pending.is_err();
-            let pending = pending.map(|write| StreamAppend {
-                write,
-                _permit: permit,
-                started,
-                bytes,
-            });
-            if pending_tx.send(pending).await.is_err() || failed {
+        let gathered = match reader.gather(first, batch_records_max, in_flight.bytes_max) {
+            Ok(gathered) => gathered,
+            Err(status) => {
+                let _ = pending_tx.send(Err(status)).await;
                 return;
             }
+        };
+        // Wait until the stream has room for these records before queueing them.
+        let Some(permit) = in_flight
+            .acquire(gathered.records.len(), gathered.bytes)
+            .await
+        else {
+            return;
+        };
+        let partition = gathered.target.partition_id;
+        let pending = gathered
+            .target
+            .partition
+            .submit(gathered.records, None)
+            .await;
+        let failed = pending.is_err();
+        let pending = pending.map(|write| StreamAppend {
+            write,
+            _permit: permit,
+            started,
+            bytes: gathered.bytes,
+            partition,
+        });
+        if pending_tx.send(pending).await.is_err() || failed {
+            return;
         }
-        match end {
+        match gathered.end {
             None => {}
             Some(StreamEnd::Finished) => return,
             Some(StreamEnd::Failed(status)) => {
@@ -828,37 +1171,15 @@ async fn read_produce_stream(
     }
 }
 
-impl LogService {
-    /// Adds a received message's record to `records`, or says how the stream ends.
-    fn take_message(
-        &self,
-        message: Result<Option<proto::ProduceRequest>, Status>,
-        records: &mut Vec<NewRecord>,
-        bytes: &mut u64,
-    ) -> Option<StreamEnd> {
-        match message {
-            Ok(Some(request)) => match self.new_record(request.record) {
-                Ok(record) => {
-                    *bytes += record.value.len() as u64;
-                    records.push(record);
-                    None
-                }
-                Err(status) => Some(StreamEnd::Failed(status)),
-            },
-            Ok(None) => Some(StreamEnd::Finished),
-            Err(status) => Some(StreamEnd::Failed(status)),
-        }
-    }
-}
-
 /// The answering side of a ProduceStream: one response per record, in order, each sent once
 /// its append is acknowledged. It is the response stream itself (polled by the transport as the
 /// client makes room), so answers cost no task or channel of their own.
 struct Answers {
     service: LogService,
     pending_rx: mpsc::Receiver<Pending>,
-    /// Offsets acknowledged and not yet answered.
+    /// Offsets acknowledged and not yet answered, and their partition.
     offsets: std::ops::Range<u64>,
+    partition: u32,
     /// Set after an error: the stream ends once it has been sent.
     ended: bool,
     _slot: OwnedSemaphorePermit,
@@ -877,7 +1198,7 @@ impl Answers {
             if let Some(offset) = self.offsets.next() {
                 return Some(Ok(proto::ProduceResponse {
                     offset,
-                    ..Default::default()
+                    partition: self.partition,
                 }));
             }
             if self.ended {
@@ -893,6 +1214,7 @@ impl Answers {
                 Ok((offsets, append)) => {
                     self.acknowledged(&offsets, &append);
                     self.offsets = offsets;
+                    self.partition = append.partition;
                 }
                 Err(status) => {
                     self.service.failed(Rpc::ProduceStream, &status);

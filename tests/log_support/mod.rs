@@ -136,6 +136,10 @@ impl Disk for FaultDisk {
             faults: self.faults.clone(),
         }))
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.faults.op()?;
+        self.inner.remove_dir(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.faults.op()?;
         self.inner.remove_file(path)

@@ -1,5 +1,5 @@
-//! Small state files written whole: `raft/meta` (vote, purge point, snapshot, pending reset) and
-//! `raft/applied` (the write-behind applied and committed log ids).
+//! Small state files written whole: the Raft store's `raft/meta` (vote, purge point, snapshot,
+//! pending reset), `raft/applied` and `raft/repair`, and the topic catalog (`topics.catalog`).
 //!
 //! A slot file holds two fixed-size slots. Each write goes to the slot *not* holding the newest
 //! state, so a write torn by a crash can only damage the slot being replaced: the other one

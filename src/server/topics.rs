@@ -1,0 +1,528 @@
+//! The node's topics: each topic's partitions, opened from the catalog at start-up, and the
+//! admin operations (create, alter, delete) that change them.
+//!
+//! Locks: `admin` (async, held for a whole admin operation, so they run one at a time), then
+//! `catalog`, then `live` (a `Topic`'s own locks after it). Readers (every produce and consume)
+//! take only `live` and a topic's `partitions`, briefly, for reading.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::node::NodeError;
+use super::partition::{LocalPartition, Partition};
+use crate::config::NodeConfig;
+use crate::io::{Clock, Disk};
+use crate::log::{Committer, Log, LogConfig, LogError};
+use crate::raft::store::off_thread;
+use crate::topic::{
+    partition_for_key, Catalog, CatalogError, EffectiveSettings, NodeDefaults, TopicEntry,
+    TopicName, TopicNameError, TopicSettings,
+};
+
+/// Names listed in a NOT_FOUND message, at most.
+const NAMES_IN_MESSAGE_MAX: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic {name:?} does not exist; topics: {existing}")]
+    NotFound { name: String, existing: String },
+    #[error("topic {topic:?} has no partition {partition}: it has partitions 0 to {}", count - 1)]
+    PartitionNotFound {
+        topic: TopicName,
+        partition: u32,
+        count: u32,
+    },
+    #[error("topic {name:?} already exists with other settings ({existing})")]
+    AlreadyExists { name: TopicName, existing: String },
+    #[error("{0}")]
+    InvalidName(#[from] TopicNameError),
+    #[error("invalid topic setting: {0}")]
+    InvalidSetting(String),
+    #[error("topic {topic:?} has {current} partitions: a partition count can be raised, never lowered (asked for {asked})")]
+    PartitionsLowered {
+        topic: TopicName,
+        current: u32,
+        asked: u32,
+    },
+    #[error("{what}: the node's limit is {limit} (limits.{setting})")]
+    LimitReached {
+        what: String,
+        limit: u32,
+        setting: &'static str,
+    },
+    #[error("the default topic cannot be deleted")]
+    DefaultTopic,
+    #[error("{0}: a cluster member serves only the default topic until replicated topics are built (each partition its own Raft group)")]
+    NotReplicated(&'static str),
+    #[error("the node is shutting down: {0}")]
+    Cancelled(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// One topic: its partitions and settings.
+#[derive(Debug)]
+pub struct Topic {
+    pub id: u64,
+    pub name: TopicName,
+    settings: RwLock<TopicSettings>,
+    partitions: RwLock<Vec<Arc<dyn Partition>>>,
+    /// Spreads produces that name neither partition nor key.
+    round_robin: AtomicU64,
+}
+
+impl Topic {
+    fn new(entry: &TopicEntry, partitions: Vec<Arc<dyn Partition>>) -> Topic {
+        assert_eq!(partitions.len(), entry.partitions as usize);
+        Topic {
+            id: entry.id,
+            name: entry.name.clone(),
+            settings: RwLock::new(entry.settings.clone()),
+            partitions: RwLock::new(partitions),
+            round_robin: AtomicU64::new(0),
+        }
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.read().len() as u32
+    }
+
+    /// The topic's own settings (what it overrides).
+    pub fn settings(&self) -> TopicSettings {
+        self.settings.read().clone()
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<dyn Partition>> {
+        self.partitions.read().clone()
+    }
+
+    pub fn partition(&self, partition: u32) -> Result<Arc<dyn Partition>, TopicError> {
+        let partitions = self.partitions.read();
+        partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or(TopicError::PartitionNotFound {
+                topic: self.name.clone(),
+                partition,
+                count: partitions.len() as u32,
+            })
+    }
+
+    /// Where a produce goes: `partition` when given; else the key's partition when `key` is
+    /// not empty; else the next one round robin.
+    pub fn choose(
+        &self,
+        partition: Option<u32>,
+        key: &[u8],
+    ) -> Result<(u32, Arc<dyn Partition>), TopicError> {
+        let count = self.partition_count();
+        let chosen = match partition {
+            Some(p) => p,
+            None if !key.is_empty() => partition_for_key(key, count),
+            None => (self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(count)) as u32,
+        };
+        Ok((chosen, self.partition(chosen)?))
+    }
+
+    fn entry(&self) -> TopicEntry {
+        TopicEntry {
+            id: self.id,
+            name: self.name.clone(),
+            partitions: self.partition_count(),
+            settings: self.settings(),
+        }
+    }
+}
+
+/// How to open a partition's log and writer.
+#[derive(Debug, Clone)]
+struct Opener {
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    /// The node's log config (dir and the topic's settings replaced per partition).
+    base: LogConfig,
+    queue_depth_max: usize,
+}
+
+impl Opener {
+    fn open(
+        &self,
+        catalog: &Catalog,
+        entry: &TopicEntry,
+        partition: u32,
+        settings: &EffectiveSettings,
+    ) -> Result<Arc<dyn Partition>, LogError> {
+        let config = LogConfig {
+            dir: catalog.partition_dir(entry, partition),
+            segment_bytes_max: settings.segment_bytes_max,
+            record_bytes_max: settings.record_bytes_max,
+            retention_bytes_max: settings.retention_bytes_max,
+            retention_ms_max: settings.retention_ms_max,
+            ..self.base.clone()
+        };
+        let log = Log::open(self.disk.clone(), self.clock.clone(), config)?;
+        let writer = Committer::start(Arc::new(log), self.queue_depth_max);
+        Ok(Arc::new(LocalPartition::new(writer)))
+    }
+}
+
+/// Every topic of a node.
+#[derive(Debug)]
+pub struct Topics {
+    defaults: NodeDefaults,
+    config: NodeConfig,
+    /// None on a cluster member (one replicated default partition, no catalog).
+    store: Option<(Opener, Arc<Mutex<Catalog>>)>,
+    admin: tokio::sync::Mutex<()>,
+    live: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
+}
+
+impl Topics {
+    /// A standalone node's topics: the catalog and every partition's log, opened (and
+    /// recovered). Must run inside a tokio runtime.
+    pub fn open(
+        config: &NodeConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        base: LogConfig,
+    ) -> Result<Topics, NodeError> {
+        let (catalog, _) = Catalog::open(disk.clone(), &config.data_dir)?;
+        let opener = Opener {
+            disk,
+            clock,
+            base,
+            queue_depth_max: config.limits.append_queue_depth_max,
+        };
+        let defaults = node_defaults(config);
+        let mut live = BTreeMap::new();
+        for entry in catalog.topics() {
+            let settings = entry.settings.effective(&defaults);
+            let mut partitions = Vec::with_capacity(entry.partitions as usize);
+            for p in 0..entry.partitions {
+                let opened = opener.open(&catalog, entry, p, &settings).map_err(|e| {
+                    let dir = catalog.partition_dir(entry, p);
+                    NodeError::partition(config, entry.name.as_str(), p, dir, e)
+                })?;
+                partitions.push(opened);
+            }
+            live.insert(entry.name.clone(), Arc::new(Topic::new(entry, partitions)));
+        }
+        Ok(Topics {
+            defaults,
+            config: config.clone(),
+            store: Some((opener, Arc::new(Mutex::new(catalog)))),
+            admin: tokio::sync::Mutex::new(()),
+            live: RwLock::new(live),
+        })
+    }
+
+    /// A cluster member's topics: the default topic, one replicated partition.
+    pub fn replicated(config: &NodeConfig, partition: Arc<dyn Partition>) -> Topics {
+        let entry = TopicEntry {
+            id: 0,
+            name: TopicName::default_topic(),
+            partitions: 1,
+            settings: TopicSettings::default(),
+        };
+        let topic = Arc::new(Topic::new(&entry, vec![partition]));
+        Topics {
+            defaults: node_defaults(config),
+            config: config.clone(),
+            store: None,
+            admin: tokio::sync::Mutex::new(()),
+            live: RwLock::new(BTreeMap::from([(entry.name, topic)])),
+        }
+    }
+
+    pub fn defaults(&self) -> &NodeDefaults {
+        &self.defaults
+    }
+
+    /// The topic a request names ("" is the default topic).
+    pub fn get(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let name = TopicName::from_request(name)?;
+        let live = self.live.read();
+        live.get(&name)
+            .cloned()
+            .ok_or_else(|| TopicError::NotFound {
+                name: name.to_string(),
+                existing: names_of(&live),
+            })
+    }
+
+    /// The default topic's partition 0 (a cluster member's one replicated log).
+    pub fn default_partition(&self) -> Arc<dyn Partition> {
+        self.get("")
+            .and_then(|t| t.partition(0))
+            .expect("the default topic always has partition 0")
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.live.read().values().cloned().collect()
+    }
+
+    /// Every partition, with its topic's name and its number.
+    pub fn all_partitions(&self) -> Vec<(TopicName, u32, Arc<dyn Partition>)> {
+        let mut all = Vec::new();
+        for topic in self.list() {
+            for (p, partition) in topic.partitions().into_iter().enumerate() {
+                all.push((topic.name.clone(), p as u32, partition));
+            }
+        }
+        all
+    }
+
+    fn partition_total(&self) -> u64 {
+        self.live
+            .read()
+            .values()
+            .map(|t| u64::from(t.partition_count()))
+            .sum()
+    }
+
+    /// Creates a topic (idempotent when one of the same name has the same partition count and
+    /// settings: then returns it with `false`).
+    pub async fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: TopicSettings,
+    ) -> Result<(Arc<Topic>, bool), TopicError> {
+        let name = TopicName::new(name)?;
+        let partitions = partitions.max(1);
+        let _admin = self.admin.lock().await;
+        if let Ok(existing) = self.get(name.as_str()) {
+            let entry = existing.entry();
+            if entry.partitions == partitions && entry.settings == settings {
+                return Ok((existing, false));
+            }
+            return Err(TopicError::AlreadyExists {
+                existing: describe_entry(&entry),
+                name,
+            });
+        }
+        let (opener, catalog) = self
+            .store
+            .as_ref()
+            .ok_or(TopicError::NotReplicated("creating a topic"))?;
+        let effective = self.check_settings(&settings)?;
+        self.check_room(1, u64::from(partitions))?;
+        let (opener, catalog) = (opener.clone(), catalog.clone());
+        let entry = TopicEntry {
+            id: catalog.lock().next_topic_id(),
+            name: name.clone(),
+            partitions,
+            settings,
+        };
+        let made = entry.clone();
+        let opened = blocking(move || {
+            let mut catalog = catalog.lock();
+            let opened = (0..made.partitions)
+                .map(|p| opener.open(&catalog, &made, p, &effective))
+                .collect::<Result<Vec<_>, _>>()?;
+            catalog.insert(made)?;
+            Ok(opened)
+        })
+        .await?;
+        let topic = Arc::new(Topic::new(&entry, opened));
+        self.live.write().insert(name, topic.clone());
+        tracing::info!(topic = %entry.name, id = entry.id, partitions, "topic created");
+        Ok((topic, true))
+    }
+
+    /// Raises a topic's partition count and/or changes its settings.
+    pub async fn alter(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        changes: TopicSettings,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.get(name)?;
+        let (opener, catalog) = self
+            .store
+            .as_ref()
+            .ok_or(TopicError::NotReplicated("changing a topic"))?;
+        let mut entry = topic.entry();
+        let current = entry.partitions;
+        let asked = partitions.unwrap_or(current);
+        if asked < current {
+            return Err(TopicError::PartitionsLowered {
+                topic: topic.name.clone(),
+                current,
+                asked,
+            });
+        }
+        self.check_room(0, u64::from(asked - current))?;
+        entry.settings = entry.settings.merged(&changes);
+        entry.partitions = asked;
+        let effective = self.check_settings(&entry.settings)?;
+        let (opener, catalog) = (opener.clone(), catalog.clone());
+        let made = entry.clone();
+        let (added, logs) = (current..asked, topic.partitions());
+        let opened = blocking(move || {
+            let mut catalog = catalog.lock();
+            let opened = added
+                .map(|p| opener.open(&catalog, &made, p, &effective))
+                .collect::<Result<Vec<_>, _>>()?;
+            for partition in &logs {
+                partition
+                    .log()
+                    .set_sizes(effective.segment_bytes_max, effective.record_bytes_max)?;
+            }
+            catalog.update(made)?;
+            Ok(opened)
+        })
+        .await?;
+        *topic.settings.write() = entry.settings.clone();
+        topic.partitions.write().extend(opened);
+        tracing::info!(topic = %topic.name, partitions = asked, "topic altered");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: it is gone from the catalog (durably) before its partitions stop and
+    /// their files are removed.
+    pub async fn delete(&self, name: &str) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.get(name)?;
+        if topic.name.is_default() {
+            return Err(TopicError::DefaultTopic);
+        }
+        let (_, catalog) = self
+            .store
+            .as_ref()
+            .ok_or(TopicError::NotReplicated("deleting a topic"))?;
+        let catalog = catalog.clone();
+        let name = topic.name.clone();
+        let entry = blocking({
+            let catalog = catalog.clone();
+            move || Ok(catalog.lock().remove(&name)?)
+        })
+        .await?;
+        self.live.write().remove(&topic.name);
+        for partition in topic.partitions() {
+            if let Err(error) = partition.shutdown().await {
+                tracing::warn!(%error, topic = %topic.name, "closing a deleted partition");
+            }
+        }
+        blocking(move || Ok(catalog.lock().remove_files(&entry)?)).await?;
+        tracing::info!(topic = %topic.name, "topic deleted");
+        Ok(())
+    }
+
+    /// The settings in force for `settings`, or why they cannot be.
+    fn check_settings(&self, settings: &TopicSettings) -> Result<EffectiveSettings, TopicError> {
+        let effective = settings.effective(&self.defaults);
+        let config = NodeConfig {
+            segment_bytes_max: effective.segment_bytes_max,
+            record_bytes_max: effective.record_bytes_max,
+            retention_bytes_max: effective.retention_bytes_max,
+            retention_ms_max: effective.retention_ms_max,
+            ..self.config.clone()
+        };
+        config
+            .validate()
+            .map_err(|e| TopicError::InvalidSetting(e.to_string()))?;
+        Ok(effective)
+    }
+
+    /// Whether `topics` more topics and `partitions` more partitions fit the node's limits.
+    fn check_room(&self, topics: usize, partitions: u64) -> Result<(), TopicError> {
+        let limits = &self.config.limits;
+        let topic_count = self.live.read().len();
+        if topic_count + topics > limits.topics_max as usize {
+            return Err(TopicError::LimitReached {
+                what: format!("the node holds {topic_count} topics"),
+                limit: limits.topics_max,
+                setting: "topics_max",
+            });
+        }
+        let partition_count = self.partition_total();
+        if partition_count + partitions > u64::from(limits.partitions_max) {
+            return Err(TopicError::LimitReached {
+                what: format!(
+                    "the node holds {partition_count} partitions and {partitions} more were asked for"
+                ),
+                limit: limits.partitions_max,
+                setting: "partitions_max",
+            });
+        }
+        Ok(())
+    }
+
+    /// The retention limits in force for each partition now (a topic's settings may change).
+    pub fn retention_targets(&self) -> Vec<(Arc<dyn Partition>, Option<u64>, Option<u64>)> {
+        let mut targets = Vec::new();
+        for topic in self.list() {
+            let effective = topic.settings().effective(&self.defaults);
+            if effective.retention_bytes_max.is_none() && effective.retention_ms_max.is_none() {
+                continue;
+            }
+            for partition in topic.partitions() {
+                targets.push((
+                    partition,
+                    effective.retention_bytes_max,
+                    effective.retention_ms_max,
+                ));
+            }
+        }
+        targets
+    }
+
+    /// Finishes queued appends, syncs and closes every partition; the first error is returned
+    /// after every partition was asked.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let mut result = Ok(());
+        for (topic, p, partition) in self.all_partitions() {
+            if let Err(error) = partition.shutdown().await {
+                tracing::warn!(%error, %topic, partition = p, "closing a partition failed");
+                if result.is_ok() {
+                    result = Err(error);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Runs `work` (file system work: opening logs, the catalog) on the blocking pool (inline
+/// under madsim).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TopicError> + Send + 'static,
+) -> Result<T, TopicError> {
+    match off_thread(move || Ok(work())).await {
+        Ok(result) => result,
+        Err(error) => Err(TopicError::Cancelled(error.to_string())),
+    }
+}
+
+fn node_defaults(config: &NodeConfig) -> NodeDefaults {
+    NodeDefaults {
+        retention_bytes_max: config.retention_bytes_max,
+        retention_ms_max: config.retention_ms_max,
+        segment_bytes_max: config.segment_bytes_max,
+        record_bytes_max: config.record_bytes_max,
+    }
+}
+
+fn names_of(live: &BTreeMap<TopicName, Arc<Topic>>) -> String {
+    let mut names: Vec<&str> = live.keys().map(TopicName::as_str).collect();
+    if names.len() > NAMES_IN_MESSAGE_MAX {
+        let more = names.len() - NAMES_IN_MESSAGE_MAX;
+        names.truncate(NAMES_IN_MESSAGE_MAX);
+        return format!("{} and {more} more", names.join(", "));
+    }
+    names.join(", ")
+}
+
+fn describe_entry(entry: &TopicEntry) -> String {
+    format!(
+        "{} partitions, settings {:?}",
+        entry.partitions, entry.settings
+    )
+}
