@@ -734,44 +734,9 @@ pub struct ProducedBatch {
     pub count: u32,
 }
 
-/// The partition a non-empty `key` goes to in a topic of `partitions` partitions: Kafka's
-/// default partitioner, `murmur2(key) & 0x7fffffff % partitions`, as the node computes it.
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
-/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`: seed 0x9747b28c, the tail
-/// bytes taken little-endian).
-pub fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() >= 3 {
-        h ^= (tail[2] as u32) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= (tail[1] as u32) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= tail[0] as u32;
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
-}
+/// The partition a non-empty key goes to (Kafka's murmur2 partitioner), the very function
+/// the node uses; `partition_for_key(key, count)` needs `count > 0`.
+pub use crate::topic::partition_for_key;
 
 /// Where a consume starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -850,35 +815,6 @@ fn data_record(value: Bytes) -> proto::Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Kafka's own test vectors (`UtilsTest.testMurmur2`).
-    #[test]
-    fn murmur2_matches_kafka() {
-        let cases: [(&[u8], i32); 6] = [
-            (b"21", -973932308),
-            (b"foobar", -790332482),
-            (b"a-little-bit-long-string", -985981536),
-            (b"a-little-bit-longer-string", -1486304829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58897971,
-            ),
-            (b"abc", 479470107),
-        ];
-        for (key, expected) in cases {
-            assert_eq!(
-                murmur2(key) as i32,
-                expected,
-                "{:?}",
-                String::from_utf8_lossy(key)
-            );
-        }
-        assert_eq!(partition_for_key(b"foobar", 1), 0);
-        assert_eq!(
-            partition_for_key(b"foobar", 7),
-            ((-790332482i32 as u32) & 0x7fff_ffff) % 7
-        );
-    }
 
     #[test]
     fn status_errors_show_the_canonical_code_name_and_the_message() {
