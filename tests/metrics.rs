@@ -139,6 +139,11 @@ async fn scraped_counters_match_the_produce_load() {
     // Before any load: every counter is there, at zero.
     let before = scrape(metrics_addr).await;
     assert_eq!(before.get("loghouse_produce_records_total"), 0.0);
+    assert_eq!(
+        before.get("loghouse_partition_produce_records_total{topic=\"default\",partition=\"0\"}"),
+        0.0,
+        "the partition's series exist from the start"
+    );
     assert_eq!(before.rpc_count("Produce"), 0.0);
     assert_eq!(
         before.try_get("loghouse_raft_term"),
@@ -236,6 +241,31 @@ async fn scraped_counters_match_the_produce_load() {
     assert_eq!(s.get("loghouse_log_next_offset"), records as f64);
     assert_eq!(s.get("loghouse_log_committed_offset"), records as f64);
     assert_eq!(s.get("loghouse_log_lowest_offset"), 0.0);
+    // The same figures per partition: the default topic's partition 0 is the node's one log.
+    let default = |name: &str| s.get(&format!("{name}{{topic=\"default\",partition=\"0\"}}"));
+    assert_eq!(
+        default("loghouse_partition_produce_records_total"),
+        records as f64
+    );
+    assert_eq!(
+        default("loghouse_partition_produce_bytes_total"),
+        bytes as f64
+    );
+    assert_eq!(default("loghouse_partition_consume_records_total"), 0.0);
+    assert_eq!(
+        default("loghouse_partition_segments"),
+        f64::from(info.segment_count)
+    );
+    assert_eq!(
+        default("loghouse_partition_size_bytes"),
+        info.size_bytes as f64
+    );
+    assert_eq!(default("loghouse_partition_next_offset"), records as f64);
+    assert_eq!(
+        default("loghouse_partition_committed_offset"),
+        records as f64
+    );
+    assert_eq!(default("loghouse_partition_lowest_offset"), 0.0);
 
     // Consume everything with ConsumeBatch, plus three single Consumes and one that fails.
     let client = Client::connect(&addr).await.unwrap();
@@ -262,6 +292,14 @@ async fn scraped_counters_match_the_produce_load() {
         .sum();
     assert_eq!(
         s.get("loghouse_consume_bytes_total"),
+        (bytes + first_three) as f64
+    );
+    assert_eq!(
+        s.get("loghouse_partition_consume_records_total{topic=\"default\",partition=\"0\"}"),
+        (records + 3) as f64
+    );
+    assert_eq!(
+        s.get("loghouse_partition_consume_bytes_total{topic=\"default\",partition=\"0\"}"),
         (bytes + first_three) as f64
     );
     assert_eq!(s.rpc_count("ConsumeBatch"), calls as f64);
@@ -414,6 +452,16 @@ async fn cluster_gauges_agree_with_the_cluster() {
         .map(|s| s.get("loghouse_produce_records_total"))
         .sum();
     assert_eq!(produced, records);
+    assert_eq!(
+        leader.get("loghouse_partition_produce_records_total{topic=\"default\",partition=\"0\"}"),
+        records
+    );
+    for s in &scrapes {
+        assert_eq!(
+            s.get("loghouse_partition_committed_offset{topic=\"default\",partition=\"0\"}"),
+            records
+        );
+    }
 
     // The leader reports each follower's lag; caught up, it is 0 (openraft's replication
     // metrics follow the acknowledgements, so wait for them).

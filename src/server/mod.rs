@@ -20,9 +20,9 @@ pub mod topics;
 pub use auth::{decisions as auth_decisions, Decisions as AuthDecisions, Guard};
 pub use convert::status_from_log_error;
 pub use member::{start_member, Member, MemberError};
-pub use metrics::render as render_metrics;
 #[cfg(not(madsim))]
 pub use metrics::serve_metrics;
+pub use metrics::{render as render_metrics, render_scrape, PartitionGauges};
 pub use node::{GossipCounts, PendingWrite, RaftStatus, ServerInfo};
 pub use node::{Node, NodeError};
 pub use raft_rpc::{GrpcRaftTransport, RaftRpcService};

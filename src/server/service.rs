@@ -25,7 +25,7 @@ use super::node::Node;
 use super::partition::Partition;
 use super::topics::Topic;
 use crate::log::{LogError, NewRecord, Record};
-use crate::metrics::Rpc;
+use crate::metrics::{PartitionMetrics, Rpc, DEFAULT_TOPIC};
 use crate::proto::{self, log_server};
 use crate::raft::store::off_thread;
 use crate::security::Action;
@@ -36,11 +36,14 @@ type ResponseStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + '
 #[derive(Clone, Debug)]
 pub struct LogService {
     node: Node,
+    /// The counters of the log the service reads and writes (the default topic's partition 0).
+    partition: PartitionMetrics,
 }
 
 impl LogService {
     pub fn new(node: Node) -> Self {
-        LogService { node }
+        let partition = node.metrics().partition(DEFAULT_TOPIC, 0);
+        LogService { node, partition }
     }
 
     /// The one authorization check every RPC starts with (see `server::auth`): `action` on the
@@ -337,7 +340,7 @@ impl LogService {
                             None => return, // the client went away
                         }
                     }
-                    metrics.consumed(count, bytes);
+                    self.partition.consumed(count, bytes);
                     tracing::debug!(first_offset, records = count, "sent");
                 }
                 continue;
@@ -420,7 +423,7 @@ impl log_server::Log for LogService {
             let _room = self.node.admission().request_bytes(bytes).await?;
             let range = target.append(vec![record], deadline).await?;
             tracing::Span::current().record("offset", range.start);
-            self.node.metrics().produced(1, bytes);
+            self.partition.produced(1, bytes);
             Ok(Response::new(proto::ProduceResponse {
                 offset: range.start,
                 partition: target.partition_id,
@@ -453,7 +456,7 @@ impl log_server::Log for LogService {
             check_readable(lowest, committed, offset)?;
             let log = partition.log().clone();
             let record = on_disk(move || log.read(offset)).await?;
-            self.node.metrics().consumed(1, record.value.len() as u64);
+            self.partition.consumed(1, record.value.len() as u64);
             Ok(Response::new(proto::ConsumeResponse {
                 record: Some(record_to_proto(record)),
             }))
@@ -607,7 +610,7 @@ impl log_server::Log for LogService {
             let range = target.append(records, deadline).await?;
             tracing::Span::current().record("first_offset", range.start);
             let count = range.end - range.start;
-            self.node.metrics().produced(count, bytes);
+            self.partition.produced(count, bytes);
             Ok(Response::new(proto::ProduceBatchResponse {
                 first_offset: range.start,
                 count: count as u32,
@@ -638,8 +641,7 @@ impl log_server::Log for LogService {
             let records = self
                 .read_committed(&partition, offset, request.max_records, request.max_bytes)
                 .await?;
-            self.node
-                .metrics()
+            self.partition
                 .consumed(records.len() as u64, value_bytes(&records));
             let response = batch_response(records, offset, high_watermark);
             let span = tracing::Span::current();
@@ -1064,9 +1066,17 @@ impl StreamReader {
             };
             match Next::from(message) {
                 Next::Message(m) if destination(&m) == destination(&first) => {
-                    let record = service.new_record(m.record, gathered.target.record_bytes_max)?;
-                    gathered.bytes += record.value.len() as u64;
-                    gathered.records.push(record);
+                    // A bad record ends the stream after the good ones before it are appended.
+                    match service.new_record(m.record, gathered.target.record_bytes_max) {
+                        Ok(record) => {
+                            gathered.bytes += record.value.len() as u64;
+                            gathered.records.push(record);
+                        }
+                        Err(status) => {
+                            gathered.end = Some(StreamEnd::Failed(status));
+                            break;
+                        }
+                    }
                 }
                 Next::Message(m) => {
                     self.carried = Some(m);
@@ -1231,7 +1241,7 @@ impl Answers {
         metrics
             .rpc_seconds(Rpc::ProduceStream)
             .observe(append.started.elapsed());
-        metrics.produced(records, append.bytes);
+        self.service.partition.produced(records, append.bytes);
         tracing::debug!(first_offset = offsets.start, records, "acknowledged");
     }
 }
