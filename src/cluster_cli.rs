@@ -1,5 +1,6 @@
 //! `loghouse cluster up|status`: a local cluster in one command, and a view of any cluster.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,16 +71,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         metrics_base_port: args.metrics_base_port,
     };
     let mut cluster = LocalCluster::start(spec)?;
+    let mut out = std::io::stdout().lock();
     for id in 1..=cluster.spec.nodes {
-        println!(
+        writeln!(
+            out,
             "node {id}: gRPC {}  gossip {}  data {}  log {}",
             cluster.rpc_addr(id),
             cluster.gossip_addr(id),
             cluster.data_dir(id).display(),
             cluster.log_path(id).display()
-        );
+        )?;
         if let Some(addr) = cluster.metrics_addr(id) {
-            println!("        metrics http://{addr}/metrics");
+            writeln!(out, "        metrics http://{addr}/metrics")?;
         }
     }
     let tls = match &args.secure {
@@ -89,10 +92,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         None => String::new(),
     };
-    println!(
+    writeln!(
+        out,
         "cluster starting; `loghouse cluster status --addr {}{tls}`; Ctrl-C stops it",
         cluster.rpc_addr(1)
-    );
+    )?;
+    drop(out);
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
         exited = watch_members(&mut cluster) => exited,
@@ -114,10 +119,11 @@ fn secure_args(dir: &std::path::Path, nodes: u16) -> anyhow::Result<Vec<String>>
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
         };
         loghouse::security::certs::write_cluster_certs(&spec)?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "made certificates, a gossip key and an ACL in {}",
             dir.display()
-        );
+        )?;
     }
     let dir = std::path::absolute(dir).context("cannot resolve the certificate directory")?;
     let path = |name: &str| dir.join(name).display().to_string();
@@ -151,6 +157,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let tls = args.tls.load()?;
     let client = Client::connect_with(&args.addr, tls.as_ref()).await?;
     let servers = client.servers().await?;
+    let mut out = std::io::stdout().lock();
     // The leader reports how far behind its last entry each member's log is.
     let mut lag_by_id = std::collections::BTreeMap::new();
     if let Some(leader) = servers.iter().find(|s| s.is_leader) {
@@ -162,10 +169,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!(
+    writeln!(
+        out,
         "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12} {:>10} {:>10} {:>8}",
         "ID", "ADDRESS", "ROLE", "GOSSIP", "TERM", "COMMITTED", "COMMIT_IDX", "APPLIED", "LAG"
-    );
+    )?;
     for server in servers {
         // Each member reports its own term, committed offset and Raft indexes.
         let own = match Client::connect_with(&server.rpc_addr, tls.as_ref()).await {
@@ -200,14 +208,16 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let lag = lag_by_id
             .get(&server.id)
             .map_or_else(|| "-".to_string(), u64::to_string);
-        println!(
+        writeln!(
+            out,
             "{:<6} {:<22} {:<8} {:<6} {:>6} {:>12} {:>10} {:>10} {:>8}",
             server.id, server.rpc_addr, role, gossip, term, committed, commit_index, applied, lag
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "COMMITTED is a client offset (records); COMMIT_IDX, APPLIED and LAG (behind the \
          leader's last entry) count Raft entries."
-    );
+    )?;
     Ok(())
 }

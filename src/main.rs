@@ -1,6 +1,6 @@
 //! The `loghouse` command: run a node, produce, consume, inspect, benchmark.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,13 +11,17 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 
-use loghouse::client::{Client, Start, TlsOptions};
+use cli_format::Encoding;
+
+use loghouse::client::{Client, ProduceTo, Start, TlsOptions, TopicPartition};
 use loghouse::config::{NodeConfig, LISTEN_DEFAULT};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::supervisor::{supervise, RestartPolicy, Stop};
 use loghouse::server::{Node, ServerError};
 
+mod cli_format;
 mod cluster_cli;
+mod topic_cli;
 
 #[derive(Parser)]
 #[command(name = "loghouse", version, about = "A distributed commit log")]
@@ -42,8 +46,11 @@ enum Command {
     Produce(ProduceArgs),
     /// Print records, one value per line.
     Consume(ConsumeArgs),
-    /// Show the log's offsets and size.
-    Info(AddrArgs),
+    /// Show the log's (or a topic partition's) offsets and size, and the node's counters.
+    Info(InfoArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic_cli::TopicCommand),
     /// Run or inspect a local cluster.
     #[command(subcommand)]
     Cluster(cluster_cli::ClusterCommand),
@@ -171,10 +178,46 @@ impl AddrArgs {
 }
 
 #[derive(clap::Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    addr: AddrArgs,
+    /// Topic [default: the default topic]
+    #[arg(long, short = 't', default_value = "")]
+    topic: String,
+    #[arg(long, short = 'p', default_value_t = 0)]
+    partition: u32,
+}
+
+#[derive(clap::Args)]
 struct ProduceArgs {
     #[command(flatten)]
     addr: AddrArgs,
-    /// Records per ProduceBatch request.
+    /// Topic to append to [default: the default topic]
+    #[arg(long, short = 't', default_value = "")]
+    topic: String,
+    /// Partition to append to [default: by key, else round robin]
+    #[arg(long, short = 'p')]
+    partition: Option<u32>,
+    /// Key of every record: records with the same key go to the same partition (Kafka's
+    /// murmur2 partitioner). The key chooses the partition only; it is not stored. (Not
+    /// `--key`: that is the TLS client key.)
+    #[arg(long, short = 'k', conflicts_with = "parse_key", value_name = "KEY")]
+    record_key: Option<String>,
+    /// Each record is KEY<SEP>VALUE (split at the first --key-separator); records are batched
+    /// per partition, in input order within each.
+    #[arg(long)]
+    parse_key: bool,
+    /// The byte between key and value with --parse-key: a character, or \t, \0, \xHH, ...
+    #[arg(long, default_value = "\\t", value_name = "BYTE")]
+    key_separator: String,
+    /// The byte that ends each record on standard input (a character, or \n, \0, \xHH, ...),
+    /// or `none`: all of standard input is one record.
+    #[arg(long, default_value = "\\n", value_name = "BYTE|none")]
+    delimiter: String,
+    /// How values (and keys, with --parse-key) are written, on standard input and in VALUES.
+    #[arg(long, value_enum, default_value_t)]
+    encoding: Encoding,
+    /// Records per ProduceBatch request (a batch also ends at 4 MiB of values).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     values: Vec<String>,
@@ -184,15 +227,25 @@ struct ProduceArgs {
 struct ConsumeArgs {
     #[command(flatten)]
     addr: AddrArgs,
-    /// First offset to print.
+    /// Topic to read [default: the default topic]. Without --partition, every partition of
+    /// it is read, each line starting with the record's partition and a TAB.
+    #[arg(long, short = 't')]
+    topic: Option<String>,
+    /// Read only this partition (lines then carry no partition).
+    #[arg(long, short = 'p')]
+    partition: Option<u32>,
+    /// Read only the partition KEY goes to (murmur2(KEY) % the topic's partitions).
+    #[arg(long, short = 'k', conflicts_with = "partition", value_name = "KEY")]
+    record_key: Option<String>,
+    /// First offset to print (in each partition read).
     #[arg(long, default_value_t = 0, conflicts_with = "from_time")]
     from: u64,
     /// Start at the first record appended at or after TIME: ms since the epoch, or `-30s`,
     /// `-5m`, `-2h`, `-1d` (that long ago).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME")]
     from_time: Option<String>,
     /// Keep waiting for new records.
-    #[arg(long)]
+    #[arg(long, short = 'f')]
     follow: bool,
     /// Stop after this many records.
     #[arg(long)]
@@ -200,6 +253,12 @@ struct ConsumeArgs {
     /// Print `offset<TAB>value` instead of the value alone.
     #[arg(long)]
     offsets: bool,
+    /// How values are printed: as they are (text), or in hex or base64.
+    #[arg(long, value_enum, default_value_t)]
+    encoding: Encoding,
+    /// The byte printed after each record (a character, or \n, \0, \xHH, ...), or `none`.
+    #[arg(long, default_value = "\\n", value_name = "BYTE|none")]
+    delimiter: String,
 }
 
 #[derive(Subcommand)]
@@ -214,8 +273,22 @@ enum BenchCommand {
     Log(loghouse::bench::log::LogBenchOptions),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Every error is one line on stderr (`Error: PERMISSION_DENIED: ...`, or an error and its
+/// causes joined with ": "), exit status 1. Output to a closed pipe (`loghouse consume | head`)
+/// ends the command quietly with status 0.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if cli_format::is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "Error: {}", cli_format::one_line(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     // `serve --config FILE` may set the log level and format too (flags win). A file that does
     // not parse is reported by `serve` itself, after logging starts.
     let from_file = match &cli.command {
@@ -248,6 +321,7 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => produce(args).await,
             Command::Consume(args) => consume(args).await,
             Command::Info(args) => info(args).await,
+            Command::Topic(command) => topic_cli::run(command).await,
             Command::Cluster(command) => cluster_cli::run(command).await,
             Command::Bench(BenchCommand::Grpc(options)) => {
                 loghouse::bench::grpc::run(options).await
@@ -378,8 +452,9 @@ fn certs(args: CertsArgs) -> anyhow::Result<()> {
         clients: args.clients,
         hosts: args.hosts,
     };
+    let mut out = std::io::stdout().lock();
     for path in loghouse::security::certs::write_cluster_certs(&spec)? {
-        println!("{}", path.display());
+        writeln!(out, "{}", path.display())?;
     }
     Ok(())
 }
@@ -392,39 +467,47 @@ fn repair(args: RepairArgs) -> anyhow::Result<()> {
         &args.data_dir,
     )?;
     let log_dir = repaired.log_dir.display();
+    let mut out = std::io::stdout().lock();
     let Some((segment, cut)) = repaired.cut else {
-        println!("nothing to cut: the log in {log_dir} ends with a whole, valid record");
-        print_kept(repaired.lowest_offset, repaired.next_offset);
-        return Ok(());
+        writeln!(
+            out,
+            "nothing to cut: the log in {log_dir} ends with a whole, valid record"
+        )?;
+        return write_kept(&mut out, repaired.lowest_offset, repaired.next_offset);
     };
     let what = match cut.kind {
         TailKind::Corrupt => "corruption: a bad record followed by valid ones",
         TailKind::Torn => "a torn write: an incomplete or bad last record",
         TailKind::Unwritten => "unwritten space (zeros) and the unsynced records after it",
     };
-    println!("cut the tail of the log in {log_dir} ({what})");
-    println!("segment         {}", segment.display());
-    println!("position        {}", cut.position);
-    println!("bytes dropped   {}", cut.bytes_dropped);
+    writeln!(out, "cut the tail of the log in {log_dir} ({what})")?;
+    writeln!(out, "segment         {}", segment.display())?;
+    writeln!(out, "position        {}", cut.position)?;
+    writeln!(out, "bytes dropped   {}", cut.bytes_dropped)?;
     match cut.records_dropped {
-        0 => println!("records dropped 0 whole records"),
-        n => println!(
+        0 => writeln!(out, "records dropped 0 whole records")?,
+        n => writeln!(
+            out,
             "records dropped {n} (offsets {} to {})",
             cut.first_dropped,
             cut.first_dropped + n - 1
-        ),
+        )?,
     }
-    print_kept(repaired.lowest_offset, repaired.next_offset);
-    Ok(())
+    write_kept(&mut out, repaired.lowest_offset, repaired.next_offset)
 }
 
-fn print_kept(lowest: u64, next: u64) {
+fn write_kept(out: &mut impl Write, lowest: u64, next: u64) -> anyhow::Result<()> {
     match next.checked_sub(1).filter(|last| *last >= lowest) {
-        Some(last) => {
-            println!("last offset kept {last} (the log holds offsets {lowest} to {last})")
-        }
-        None => println!("last offset kept none (the log is empty; the next offset is {next})"),
+        Some(last) => writeln!(
+            out,
+            "last offset kept {last} (the log holds offsets {lowest} to {last})"
+        )?,
+        None => writeln!(
+            out,
+            "last offset kept none (the log is empty; the next offset is {next})"
+        )?,
     }
+    Ok(())
 }
 
 /// A member whose Raft stops on its own (damage found in its log, a storage failure) is started
@@ -533,41 +616,113 @@ async fn shutdown_signal() {
     }
 }
 
+/// A batch ends at this many value bytes too, well under the server's message limit.
+const PRODUCE_BATCH_BYTES: usize = 4 << 20;
+
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let delimiter = cli_format::parse_delimiter(&args.delimiter).context("--delimiter")?;
+    let separator = cli_format::parse_byte(&args.key_separator).context("--key-separator")?;
     let client = args.addr.connect().await?;
-    let batch_max = args.batch.max(1);
-    let mut progress = Progress::new();
-    if !args.values.is_empty() {
-        let values = args.values.into_iter().map(Bytes::from).collect::<Vec<_>>();
-        for chunk in values.chunks(batch_max) {
-            let first = client.produce_batch(chunk.to_vec()).await?;
-            progress.add(chunk.len() as u64, first);
+    let target = ProduceTo {
+        topic: args.topic.clone(),
+        partition: args.partition,
+        key: args.record_key.clone().map(Bytes::from).unwrap_or_default(),
+    };
+    // With --parse-key the records are partitioned here, as Kafka's producer does (the same
+    // murmur2 as the node's), so that each partition gets whole batches in input order.
+    let partitions = match (args.parse_key, args.partition) {
+        (true, None) if !args.topic.is_empty() => {
+            let described = client.describe_topic(&args.topic).await?;
+            described.topic.map_or(1, |t| t.partitions.max(1))
         }
+        _ => 1,
+    };
+    let mut producer = Producer {
+        client,
+        target,
+        batch_max: args.batch.max(1),
+        pending: std::collections::BTreeMap::new(),
+        progress: Progress::new(),
+    };
+    let records: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = if args.values.is_empty() {
+        Box::new(cli_format::Records::new(std::io::stdin().lock(), delimiter))
     } else {
-        let stdin = std::io::stdin().lock();
-        let mut batch = Vec::with_capacity(batch_max);
-        for line in stdin.lines() {
-            batch.push(Bytes::from(line.context("reading standard input")?));
-            if batch.len() == batch_max {
-                let first = client.produce_batch(std::mem::take(&mut batch)).await?;
-                progress.add(batch_max as u64, first);
-            }
-        }
-        if !batch.is_empty() {
-            let n = batch.len() as u64;
-            let first = client.produce_batch(batch).await?;
-            progress.add(n, first);
-        }
+        Box::new(args.values.into_iter().map(|v| Ok(v.into_bytes())))
+    };
+    for (number, record) in (1..).zip(records) {
+        let record = record.context("reading standard input")?;
+        let (partition, value) = if args.parse_key {
+            let (key, value) = cli_format::split_key(&record, separator, number)?;
+            let key = args.encoding.decode(key)?;
+            let partition = match args.partition {
+                Some(p) => Some(p),
+                None if key.is_empty() => None,
+                None => Some(loghouse::client::partition_for_key(&key, partitions)),
+            };
+            (partition, args.encoding.decode(value)?)
+        } else {
+            (args.partition, args.encoding.decode(&record)?)
+        };
+        producer.push(partition, Bytes::from(value)).await?;
     }
-    progress.finish();
+    producer.flush_all().await?;
+    producer.progress.finish(&args.topic);
     Ok(())
+}
+
+/// Batches records per partition (`None`: the node chooses, by the key or round robin).
+struct Producer {
+    client: Client,
+    target: ProduceTo,
+    batch_max: usize,
+    /// Partition -> (values, their bytes).
+    pending: std::collections::BTreeMap<Option<u32>, (Vec<Bytes>, usize)>,
+    progress: Progress,
+}
+
+impl Producer {
+    async fn push(&mut self, partition: Option<u32>, value: Bytes) -> anyhow::Result<()> {
+        let (values, bytes) = self.pending.entry(partition).or_default();
+        *bytes += value.len();
+        values.push(value);
+        if values.len() >= self.batch_max || *bytes >= PRODUCE_BATCH_BYTES {
+            self.flush(partition).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, partition: Option<u32>) -> anyhow::Result<()> {
+        let Some((values, _)) = self.pending.remove(&partition) else {
+            return Ok(());
+        };
+        if values.is_empty() {
+            return Ok(());
+        }
+        let count = values.len() as u64;
+        let to = ProduceTo {
+            partition: partition.or(self.target.partition),
+            ..self.target.clone()
+        };
+        let produced = self.client.produce_batch_to(&to, values).await?;
+        self.progress
+            .add(produced.partition, count, produced.first_offset);
+        Ok(())
+    }
+
+    async fn flush_all(&mut self) -> anyhow::Result<()> {
+        let partitions: Vec<Option<u32>> = self.pending.keys().copied().collect();
+        for partition in partitions {
+            self.flush(partition).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Counts produced records; shows a live line on a terminal for large inputs.
 struct Progress {
     records: u64,
-    first_offset: Option<u64>,
-    last_offset: u64,
+    /// Partition -> first and last offset written.
+    offsets: std::collections::BTreeMap<u32, (u64, u64)>,
     started: Instant,
     shown: Instant,
     live: bool,
@@ -578,18 +733,21 @@ impl Progress {
         let now = Instant::now();
         Progress {
             records: 0,
-            first_offset: None,
-            last_offset: 0,
+            offsets: std::collections::BTreeMap::new(),
             started: now,
             shown: now,
             live: std::io::stderr().is_terminal(),
         }
     }
 
-    fn add(&mut self, records: u64, first_offset: u64) {
+    fn add(&mut self, partition: u32, records: u64, first_offset: u64) {
         self.records += records;
-        self.first_offset.get_or_insert(first_offset);
-        self.last_offset = first_offset + records - 1;
+        let last = first_offset + records - 1;
+        let range = self
+            .offsets
+            .entry(partition)
+            .or_insert((first_offset, last));
+        range.1 = last;
         if self.live && self.shown.elapsed() > Duration::from_millis(250) {
             self.shown = Instant::now();
             let rate = self.records as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
@@ -597,34 +755,119 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    /// `produced 2 records at offsets 0..=1` (the default topic), `produced 3 records to
+    /// orders: partition 0 at offsets 0..=1, partition 2 at offsets 4..=4` (a topic).
+    fn finish(&self, topic: &str) {
         if self.live && self.started.elapsed() > Duration::from_millis(250) {
             eprintln!();
         }
-        match self.first_offset {
-            Some(first) => eprintln!(
-                "produced {} records at offsets {first}..={}",
-                self.records, self.last_offset
-            ),
-            None => eprintln!("nothing to produce"),
+        let ranges = |with_partition: bool| {
+            let ranges =
+                self.offsets
+                    .iter()
+                    .map(|(partition, (first, last))| match with_partition {
+                        true => format!("partition {partition} at offsets {first}..={last}"),
+                        false => format!("at offsets {first}..={last}"),
+                    });
+            ranges.collect::<Vec<_>>().join(", ")
+        };
+        let line = if self.offsets.is_empty() {
+            "nothing to produce".to_string()
+        } else if topic.is_empty() && self.offsets.keys().eq([&0]) {
+            format!("produced {} records {}", self.records, ranges(false))
+        } else {
+            let topic = if topic.is_empty() { "default" } else { topic };
+            format!(
+                "produced {} records to {topic}: {}",
+                self.records,
+                ranges(true)
+            )
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// How `consume` prints a record: `[partition<TAB>][offset<TAB>]value<delimiter>`.
+struct RecordFormat {
+    partition: bool,
+    offsets: bool,
+    encoding: Encoding,
+    delimiter: Option<u8>,
+}
+
+impl RecordFormat {
+    fn write(
+        &self,
+        out: &mut impl Write,
+        partition: u32,
+        record: &loghouse::client::Record,
+    ) -> std::io::Result<()> {
+        if self.partition {
+            write!(out, "{partition}\t")?;
         }
+        if self.offsets {
+            write!(out, "{}\t", record.offset)?;
+        }
+        self.encoding.write(out, &record.value)?;
+        if let Some(delimiter) = self.delimiter {
+            out.write_all(&[delimiter])?;
+        }
+        Ok(())
     }
 }
 
 async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let delimiter = cli_format::parse_delimiter(&args.delimiter).context("--delimiter")?;
     let client = args.addr.connect().await?;
     let start = match &args.from_time {
         Some(text) => Start::TimestampMs(parse_time_ms(text, now_ms())?),
         None => Start::Offset(args.from),
     };
+    // A topic without --partition or --record-key: all of its partitions (the count from
+    // DescribeTopic).
+    let topic = args.topic.clone().unwrap_or_default();
+    let all_partitions =
+        args.topic.is_some() && args.partition.is_none() && args.record_key.is_none();
+    let count = match all_partitions || args.record_key.is_some() {
+        true if !topic.is_empty() => {
+            let described = client.describe_topic(&topic).await?;
+            described.topic.map_or(1, |t| t.partitions.max(1))
+        }
+        _ => 1,
+    };
+    let partitions: Vec<TopicPartition> = if all_partitions {
+        (0..count)
+            .map(|p| TopicPartition::new(topic.clone(), p))
+            .collect()
+    } else {
+        let partition = match &args.record_key {
+            Some(key) => loghouse::client::partition_for_key(key.as_bytes(), count),
+            None => args.partition.unwrap_or(0),
+        };
+        vec![TopicPartition::new(topic, partition)]
+    };
+    let format = RecordFormat {
+        partition: all_partitions,
+        offsets: args.offsets,
+        encoding: args.encoding,
+        delimiter,
+    };
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut printed = 0;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.follow {
-        let mut stream = client.follow(start).await?;
-        while let Some(batch) = stream.next().await {
+        let mut streams = Vec::new();
+        for at in &partitions {
+            let partition = at.partition;
+            let stream = client
+                .follow_at(at, start, loghouse::client::FOLLOW_BATCH_BYTES)
+                .await?;
+            streams.push(stream.map(move |batch| (partition, batch)).boxed());
+        }
+        let mut merged = futures::stream::select_all(streams);
+        while let Some((partition, batch)) = merged.next().await {
             for record in batch? {
-                print_record(&mut out, &record, args.offsets)?;
+                format.write(&mut out, partition, &record)?;
                 printed += 1;
                 if printed >= limit {
                     return Ok(out.flush()?);
@@ -634,37 +877,27 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let mut offset = match start {
-        Start::Offset(offset) => offset,
-        Start::TimestampMs(t) => client.offset_for_time(t).await?,
-    };
-    while printed < limit {
-        let response = client.consume_batch(offset, 0).await?;
-        if response.records.is_empty() {
-            break;
-        }
-        for record in &response.records {
-            print_record(&mut out, record, args.offsets)?;
-            printed += 1;
-            if printed >= limit {
+    for at in &partitions {
+        let mut offset = match start {
+            Start::Offset(offset) => offset,
+            Start::TimestampMs(t) => client.offset_for_time_at(at, t).await?,
+        };
+        while printed < limit {
+            let response = client.consume_batch_at(at, offset, 0).await?;
+            if response.records.is_empty() {
                 break;
             }
+            for record in &response.records {
+                format.write(&mut out, at.partition, record)?;
+                printed += 1;
+                if printed >= limit {
+                    break;
+                }
+            }
+            offset = response.next_offset;
         }
-        offset = response.next_offset;
     }
     Ok(out.flush()?)
-}
-
-fn print_record(
-    out: &mut impl Write,
-    record: &loghouse::client::Record,
-    offsets: bool,
-) -> std::io::Result<()> {
-    if offsets {
-        write!(out, "{}\t", record.offset)?;
-    }
-    out.write_all(&record.value)?;
-    out.write_all(b"\n")
 }
 
 fn now_ms() -> i64 {
@@ -695,47 +928,73 @@ fn parse_time_ms(text: &str, now_ms: i64) -> anyhow::Result<i64> {
     Ok(now_ms.saturating_sub(number.saturating_mul(unit_ms)))
 }
 
-async fn info(args: AddrArgs) -> anyhow::Result<()> {
-    let info = args.connect().await?.info().await?;
+async fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let at = TopicPartition::new(args.topic, args.partition);
+    let info = args.addr.connect().await?.info_at(&at).await?;
+    let mut out = std::io::stdout().lock();
     // First, so nobody misses it: a node whose writes stopped needs a restart.
     match info.writes_stopped.as_str() {
-        "" => println!("writes          accepted"),
-        cause => println!(
+        "" => writeln!(out, "writes          accepted")?,
+        cause => writeln!(
+            out,
             "writes          STOPPED after a failed write or fsync: {cause}; restart the node"
-        ),
+        )?,
     }
-    println!("lowest offset   {}", info.lowest_offset);
-    println!("next offset     {}", info.next_offset);
-    println!(
+    writeln!(out, "lowest offset   {}", info.lowest_offset)?;
+    writeln!(out, "next offset     {}", info.next_offset)?;
+    writeln!(
+        out,
         "records         {}",
         info.next_offset.saturating_sub(info.lowest_offset)
-    );
-    println!("size            {} bytes", info.size_bytes);
-    println!("segments        {}", info.segment_count);
-    println!("sync policy     {}", info.sync_policy);
+    )?;
+    writeln!(out, "size            {} bytes", info.size_bytes)?;
+    writeln!(out, "segments        {}", info.segment_count)?;
+    writeln!(out, "sync policy     {}", info.sync_policy)?;
     // Counters since the answering node started (as on its metrics endpoint).
-    println!(
+    writeln!(
+        out,
         "produced        {} records, {} bytes",
         info.produce_records, info.produce_bytes
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "consumed        {} records, {} bytes",
         info.consume_records, info.consume_bytes
-    );
+    )?;
     let mean_ms = match info.fsync_count {
         0 => 0.0,
         n => info.fsync_seconds_total * 1e3 / n as f64,
     };
-    println!(
+    writeln!(
+        out,
         "fsyncs          {} (mean {mean_ms:.3} ms)",
         info.fsync_count
-    );
+    )?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse_time_ms;
+    use clap::{CommandFactory, Parser};
+
+    /// clap's own checks of every subcommand (unique names, valid defaults, ...).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_relative_time_with_a_leading_hyphen_parses_as_a_value() {
+        let cli =
+            super::Cli::try_parse_from(["loghouse", "consume", "--from-time", "-5m", "--follow"])
+                .unwrap();
+        let super::Command::Consume(args) = cli.command else {
+            panic!("not consume")
+        };
+        assert_eq!(args.from_time.as_deref(), Some("-5m"));
+        assert!(args.follow);
+    }
 
     #[test]
     fn times_parse_as_epoch_ms_or_relative() {

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::{self, log_client::LogClient, LEADER_ADDR_KEY, WRITES_STOPPED_KEY};
 
-pub use crate::proto::Record;
+pub use crate::proto::{DescribeTopicResponse, PartitionInfo, Record, Topic, TopicSettings};
 pub use crate::security::ClientTls;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +27,53 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    /// The server's answer: shown as `CODE_NAME: message` (`PERMISSION_DENIED: nobody is not
+    /// permitted to consume on *`). Not a `source`: the text already says all of it.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(tonic::Status),
     #[error("TLS: {0}")]
     Tls(String),
 }
 
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Status(status)
+    }
+}
+
+/// The canonical name of a gRPC status code, as in the gRPC spec (`PERMISSION_DENIED`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 impl ClientError {
+    /// The gRPC status code, when the server answered with an error.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Status(status) => Some(status.code()),
+            _ => None,
+        }
+    }
+
     /// The cause, when a node refused a write because its log stopped accepting writes after a
     /// failed write or fsync (FAILED_PRECONDITION with `loghouse-writes-stopped` metadata):
     /// retrying does not help, the node must be restarted.
@@ -350,40 +390,86 @@ impl Client {
         self.inner.clone()
     }
 
+    /// Appends one record to the default topic; returns its offset.
     pub async fn produce(&self, value: impl Into<Bytes>) -> Result<u64, ClientError> {
+        Ok(self.produce_to(&ProduceTo::default(), value).await?.offset)
+    }
+
+    /// Appends one record to `to`'s topic, in the partition it chooses (see `ProduceTo`).
+    pub async fn produce_to(
+        &self,
+        to: &ProduceTo,
+        value: impl Into<Bytes>,
+    ) -> Result<Produced, ClientError> {
         let record = Some(data_record(value.into()));
         let response = self
             .on_leader(|mut c| {
                 let request = proto::ProduceRequest {
                     record: record.clone(),
-                    ..Default::default()
+                    topic: to.topic.clone(),
+                    partition: to.partition,
+                    key: to.key.clone(),
                 };
                 async move { c.produce(request).await }
             })
             .await?;
-        Ok(response.offset)
+        Ok(Produced {
+            partition: response.partition,
+            offset: response.offset,
+        })
     }
 
-    /// Appends `values` as one batch; returns the first offset (the rest follow densely).
+    /// Appends `values` as one batch to the default topic; returns the first offset (the rest
+    /// follow densely).
     pub async fn produce_batch(&self, values: Vec<Bytes>) -> Result<u64, ClientError> {
+        Ok(self
+            .produce_batch_to(&ProduceTo::default(), values)
+            .await?
+            .first_offset)
+    }
+
+    /// Appends `values` as one batch to one partition of `to`'s topic (every record of a batch
+    /// goes to the same partition).
+    pub async fn produce_batch_to(
+        &self,
+        to: &ProduceTo,
+        values: Vec<Bytes>,
+    ) -> Result<ProducedBatch, ClientError> {
         let records: Vec<proto::Record> = values.into_iter().map(data_record).collect();
         let response = self
             .on_leader(|mut c| {
                 let request = proto::ProduceBatchRequest {
                     records: records.clone(),
-                    ..Default::default()
+                    topic: to.topic.clone(),
+                    partition: to.partition,
+                    key: to.key.clone(),
                 };
                 async move { c.produce_batch(request).await }
             })
             .await?;
-        Ok(response.first_offset)
+        Ok(ProducedBatch {
+            partition: response.partition,
+            first_offset: response.first_offset,
+            count: response.count,
+        })
     }
 
+    /// The record at `offset` of the default topic.
     pub async fn consume(&self, offset: u64) -> Result<Record, ClientError> {
+        self.consume_at(&TopicPartition::default(), offset).await
+    }
+
+    /// The record at `offset` of one partition.
+    pub async fn consume_at(
+        &self,
+        at: &TopicPartition,
+        offset: u64,
+    ) -> Result<Record, ClientError> {
         let request = proto::ConsumeRequest {
             offset,
             from_timestamp_ms: None,
-            ..Default::default()
+            topic: at.topic.clone(),
+            partition: at.partition,
         };
         let response = self
             .on_reader(|mut c| {
@@ -396,9 +482,21 @@ impl Client {
             .ok_or_else(|| tonic::Status::internal("consume response has no record").into())
     }
 
-    /// Up to `max_records` committed records from `offset` (0 = the server's default).
+    /// Up to `max_records` committed records from `offset` (0 = the server's default) of the
+    /// default topic.
     pub async fn consume_batch(
         &self,
+        offset: u64,
+        max_records: u32,
+    ) -> Result<proto::ConsumeBatchResponse, ClientError> {
+        self.consume_batch_at(&TopicPartition::default(), offset, max_records)
+            .await
+    }
+
+    /// `consume_batch` on one partition.
+    pub async fn consume_batch_at(
+        &self,
+        at: &TopicPartition,
         offset: u64,
         max_records: u32,
     ) -> Result<proto::ConsumeBatchResponse, ClientError> {
@@ -407,7 +505,8 @@ impl Client {
             max_records,
             max_bytes: 0,
             from_timestamp_ms: None,
-            ..Default::default()
+            topic: at.topic.clone(),
+            partition: at.partition,
         };
         self.on_reader(|mut c| {
             let request = request.clone();
@@ -416,8 +515,8 @@ impl Client {
         .await
     }
 
-    /// Every committed record from `start`, then new ones as they commit; never ends by itself.
-    /// Batches hold up to `FOLLOW_BATCH_BYTES` of values.
+    /// Every committed record of the default topic from `start`, then new ones as they
+    /// commit; never ends by itself. Batches hold up to `FOLLOW_BATCH_BYTES` of values.
     pub async fn follow(
         &self,
         start: Start,
@@ -432,39 +531,212 @@ impl Client {
         start: Start,
         batch_bytes_max: u64,
     ) -> Result<impl Stream<Item = Result<Vec<Record>, ClientError>>, ClientError> {
+        self.follow_at(&TopicPartition::default(), start, batch_bytes_max)
+            .await
+    }
+
+    /// `follow_with` on one partition of a topic.
+    pub async fn follow_at(
+        &self,
+        at: &TopicPartition,
+        start: Start,
+        batch_bytes_max: u64,
+    ) -> Result<impl Stream<Item = Result<Vec<Record>, ClientError>>, ClientError> {
         let (offset, from_timestamp_ms) = start.split();
         let request = proto::ConsumeBatchRequest {
             offset,
             max_records: 0,
             max_bytes: batch_bytes_max,
             from_timestamp_ms,
-            ..Default::default()
+            topic: at.topic.clone(),
+            partition: at.partition,
         };
         let stream = self.raw().consume_batch_stream(request).await?.into_inner();
         Ok(stream.map(|message| message.map(|m| m.records).map_err(ClientError::from)))
     }
 
+    /// The default topic's offsets and size, and the node's counters.
     pub async fn info(&self) -> Result<LogInfo, ClientError> {
+        self.info_at(&TopicPartition::default()).await
+    }
+
+    /// One partition's offsets and size, and the node's counters.
+    pub async fn info_at(&self, at: &TopicPartition) -> Result<LogInfo, ClientError> {
         Ok(self
             .raw()
             .get_log_info(proto::GetLogInfoRequest {
-                ..Default::default()
+                topic: at.topic.clone(),
+                partition: at.partition,
             })
             .await?
             .into_inner())
     }
 
+    /// The first offset of the default topic appended at or after `timestamp_ms`.
     pub async fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64, ClientError> {
+        self.offset_for_time_at(&TopicPartition::default(), timestamp_ms)
+            .await
+    }
+
+    /// `offset_for_time` on one partition.
+    pub async fn offset_for_time_at(
+        &self,
+        at: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<u64, ClientError> {
         let response = self
             .raw()
             .offset_for_time(proto::OffsetForTimeRequest {
                 timestamp_ms,
-                ..Default::default()
+                topic: at.topic.clone(),
+                partition: at.partition,
             })
             .await?;
         Ok(response.into_inner().offset)
     }
+
+    // --- topics (admin); changes go to the leader, like writes ---
+
+    /// Creates a topic with `partitions` partitions (0 means 1) and its own `settings` (absent
+    /// fields take the node's). Idempotent: an identical existing topic answers `created`
+    /// false; a different one of the same name is ALREADY_EXISTS.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: TopicSettings,
+    ) -> Result<proto::CreateTopicResponse, ClientError> {
+        self.on_leader(|mut c| {
+            let request = proto::CreateTopicRequest {
+                name: name.to_owned(),
+                partitions,
+                settings: Some(settings),
+            };
+            async move { c.create_topic(request).await }
+        })
+        .await
+    }
+
+    /// Deletes a topic and every record in it.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        self.on_leader(|mut c| {
+            let request = proto::DeleteTopicRequest {
+                name: name.to_owned(),
+            };
+            async move { c.delete_topic(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The topics the caller may see.
+    pub async fn list_topics(&self) -> Result<Vec<Topic>, ClientError> {
+        let response = self
+            .raw()
+            .list_topics(proto::ListTopicsRequest {})
+            .await?
+            .into_inner();
+        Ok(response.topics)
+    }
+
+    /// A topic's settings and, per partition, its offsets and size.
+    pub async fn describe_topic(
+        &self,
+        name: &str,
+    ) -> Result<proto::DescribeTopicResponse, ClientError> {
+        let request = proto::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
+        Ok(self.raw().describe_topic(request).await?.into_inner())
+    }
+
+    /// Raises a topic's partition count (never lowers it) and/or changes the settings given
+    /// (absent fields stay as they are).
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        settings: TopicSettings,
+    ) -> Result<Option<Topic>, ClientError> {
+        let response = self
+            .on_leader(|mut c| {
+                let request = proto::AlterTopicRequest {
+                    name: name.to_owned(),
+                    partitions,
+                    settings: Some(settings),
+                };
+                async move { c.alter_topic(request).await }
+            })
+            .await?;
+        Ok(response.topic)
+    }
 }
+
+/// Where a produce goes: a topic ("" is the default topic) and, within it, `partition` when
+/// set, else the partition `key` hashes to (when not empty), else one the node picks round
+/// robin. `ProduceTo::default()` is the default topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProduceTo {
+    pub topic: String,
+    pub partition: Option<u32>,
+    /// Chooses the partition only (Kafka's murmur2, `partition_for_key`); not stored.
+    pub key: Bytes,
+}
+
+impl ProduceTo {
+    pub fn topic(topic: impl Into<String>) -> ProduceTo {
+        ProduceTo {
+            topic: topic.into(),
+            ..ProduceTo::default()
+        }
+    }
+
+    pub fn partition(mut self, partition: u32) -> ProduceTo {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> ProduceTo {
+        self.key = key.into();
+        self
+    }
+}
+
+/// One partition of a topic, for reads. `TopicPartition::default()` is the default topic's only
+/// partition (what the original API reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// Where one produced record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Where a produced batch went: `count` records from `first_offset` in `partition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducedBatch {
+    pub partition: u32,
+    pub first_offset: u64,
+    pub count: u32,
+}
+
+/// The partition a non-empty key goes to (Kafka's murmur2 partitioner), the very function
+/// the node uses; `partition_for_key(key, count)` needs `count > 0`.
+pub use crate::topic::partition_for_key;
 
 /// Where a consume starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,5 +809,23 @@ fn data_record(value: Bytes) -> proto::Record {
     proto::Record {
         value,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_errors_show_the_canonical_code_name_and_the_message() {
+        let error = ClientError::from(tonic::Status::permission_denied(
+            "nobody is not permitted to consume on *",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "PERMISSION_DENIED: nobody is not permitted to consume on *"
+        );
+        assert!(std::error::Error::source(&error).is_none());
+        assert_eq!(code_name(tonic::Code::OutOfRange), "OUT_OF_RANGE");
     }
 }
