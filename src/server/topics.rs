@@ -30,19 +30,19 @@ const NAMES_IN_MESSAGE_MAX: usize = 20;
 pub enum TopicError {
     #[error("topic {name:?} does not exist; topics: {existing}")]
     NotFound { name: String, existing: String },
-    #[error("topic {topic:?} has no partition {partition}: it has partitions 0 to {}", count - 1)]
+    #[error("topic \"{topic}\" has no partition {partition}: it has partitions 0 to {}", count - 1)]
     PartitionNotFound {
         topic: TopicName,
         partition: u32,
         count: u32,
     },
-    #[error("topic {name:?} already exists with other settings ({existing})")]
+    #[error("topic \"{name}\" already exists with other settings ({existing})")]
     AlreadyExists { name: TopicName, existing: String },
     #[error("{0}")]
     InvalidName(#[from] TopicNameError),
     #[error("invalid topic setting: {0}")]
     InvalidSetting(String),
-    #[error("topic {topic:?} has {current} partitions: a partition count can be raised, never lowered (asked for {asked})")]
+    #[error("topic \"{topic}\" has {current} partitions: a partition count can be raised, never lowered (asked for {asked})")]
     PartitionsLowered {
         topic: TopicName,
         current: u32,
@@ -173,6 +173,9 @@ impl Opener {
         Ok(Arc::new(LocalPartition::new(writer, metrics)))
     }
 }
+
+/// A partition and the retention limits (bytes, age in ms) in force for it.
+pub type RetentionTarget = (Arc<dyn Partition>, Option<u64>, Option<u64>);
 
 /// Every topic of a node.
 #[derive(Debug)]
@@ -464,7 +467,7 @@ impl Topics {
     }
 
     /// The retention limits in force for each partition now (a topic's settings may change).
-    pub fn retention_targets(&self) -> Vec<(Arc<dyn Partition>, Option<u64>, Option<u64>)> {
+    pub fn retention_targets(&self) -> Vec<RetentionTarget> {
         let mut targets = Vec::new();
         for topic in self.list() {
             let effective = topic.settings().effective(&self.defaults);
@@ -529,8 +532,18 @@ fn names_of(live: &BTreeMap<TopicName, Arc<Topic>>) -> String {
 }
 
 fn describe_entry(entry: &TopicEntry) -> String {
-    format!(
-        "{} partitions, settings {:?}",
-        entry.partitions, entry.settings
-    )
+    let s = &entry.settings;
+    let mut text = format!("{} partitions", entry.partitions);
+    let own = [
+        ("retention_bytes_max", s.retention_bytes_max),
+        ("retention_ms_max", s.retention_ms_max),
+        ("segment_bytes_max", s.segment_bytes_max),
+        ("record_bytes_max", s.record_bytes_max.map(u64::from)),
+    ];
+    for (name, value) in own {
+        if let Some(value) = value {
+            text.push_str(&format!(", {name} = {value}"));
+        }
+    }
+    text
 }
