@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use loghouse::client::Client;
+use loghouse::client::{Client, ClientError};
 use loghouse::config::{ClusterConfig, NodeConfig};
 use loghouse::io::{StdDisk, SystemClock};
 use loghouse::server::{start_member, Node, ServerError};
@@ -213,6 +213,26 @@ async fn a_follower_refuses_writes_naming_the_leader() {
     assert_eq!(servers.len(), 3);
     assert_eq!(servers.iter().filter(|s| s.is_leader).count(), 1);
     assert!(servers.iter().all(|s| s.alive && s.is_voter));
+
+    // Until partitions are replicated, a member serves the default topic only, and says so.
+    let client = Client::connect_cluster(&leader.addr).await.unwrap();
+    let refused = client
+        .create_topic("orders", 3, Default::default())
+        .await
+        .unwrap_err();
+    let ClientError::Status(status) = refused else {
+        panic!("expected a status, got {refused:?}");
+    };
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("default topic"),
+        "{}",
+        status.message()
+    );
+    let described = client.describe_topic("").await.unwrap();
+    assert_eq!(described.partitions.len(), 1);
+    assert_eq!(described.partitions[0].replicas.len(), 3);
+    assert_eq!(described.partitions[0].leader, leader.id.to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
