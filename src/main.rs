@@ -76,6 +76,12 @@ struct RepairArgs {
     /// The stopped node's data directory (as given to `serve`).
     #[arg(long, env = "LOGHOUSE_DATA_DIR")]
     data_dir: PathBuf,
+    /// The topic whose partition to repair (default: the default topic).
+    #[arg(long, requires = "partition")]
+    topic: Option<String>,
+    /// The partition to repair (with --topic; the default topic's 0 without).
+    #[arg(long)]
+    partition: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -465,6 +471,14 @@ fn repair(args: RepairArgs) -> anyhow::Result<()> {
         Arc::new(StdDisk),
         Arc::new(SystemClock),
         &args.data_dir,
+        args.partition.map(|p| {
+            (
+                args.topic
+                    .as_deref()
+                    .unwrap_or(loghouse::topic::DEFAULT_TOPIC),
+                p,
+            )
+        }),
     )?;
     let log_dir = repaired.log_dir.display();
     let mut out = std::io::stdout().lock();

@@ -16,7 +16,12 @@ use process_support::{run, Standalone};
 /// log dropped without a close), then a bit flipped in the second record of the last segment:
 /// valid records follow it. Returns the last store, the bad record's position and offset.
 fn corrupt_standalone_log(data_dir: &Path) -> (PathBuf, u64, u64) {
-    let mut config = LogConfig::new(data_dir.join("log"));
+    corrupt_log(&data_dir.join("log"))
+}
+
+/// `corrupt_standalone_log` for the log in `log_dir`.
+fn corrupt_log(log_dir: &Path) -> (PathBuf, u64, u64) {
+    let mut config = LogConfig::new(log_dir);
     config.segment_bytes_max = 600;
     config.record_bytes_max = 100;
     let log = Log::open(Arc::new(StdDisk), Arc::new(ManualClock::new(5_000)), config).unwrap();
@@ -26,7 +31,7 @@ fn corrupt_standalone_log(data_dir: &Path) -> (PathBuf, u64, u64) {
     }
     log.sync().unwrap();
     drop(log);
-    let mut stores: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))
+    let mut stores: Vec<PathBuf> = std::fs::read_dir(log_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "store"))
@@ -120,6 +125,67 @@ async fn a_corrupt_tail_stops_the_node_and_repair_cuts_it_saying_what_it_drops()
     }
     assert!(client.consume(first_dropped).await.is_err());
     assert_eq!(client.produce("after").await.unwrap(), first_dropped);
+    assert!(node.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_corrupt_tail_in_a_topics_partition_names_it_and_repair_takes_the_partition() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Standalone::new(root.path());
+    node.start(&[]);
+    let client = node.client().await;
+    client
+        .create_topic("orders", 2, Default::default())
+        .await
+        .unwrap();
+    assert!(node.terminate().await.success());
+    let partition_dir = node.dir.join("topics/orders/1/1");
+    assert!(partition_dir.is_dir(), "the layout README documents");
+    let (store, bad, first_dropped) = corrupt_log(&partition_dir);
+
+    node.start(&[]);
+    assert!(!node.wait_exit().await.success());
+    let log = node.log_text();
+    let dir = node.dir.display().to_string();
+    let command = format!("loghouse repair --data-dir {dir} --topic orders --partition 1");
+    assert!(log.contains(&command), "{command:?} not in:\n{log}");
+    assert!(log.contains("of topic \"orders\" partition 1"), "{log}");
+
+    let out = run(&[
+        "repair",
+        "--data-dir",
+        &dir,
+        "--topic",
+        "orders",
+        "--partition",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::metadata(&store).unwrap().len(), bad);
+    let out = run(&[
+        "repair",
+        "--data-dir",
+        &dir,
+        "--topic",
+        "orders",
+        "--partition",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no partition 2"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    node.start(&[]);
+    let client = node.client().await;
+    let at = loghouse::client::TopicPartition::new("orders", 1);
+    let info = client.describe_topic("orders").await.unwrap();
+    assert_eq!(info.partitions[1].next_offset, first_dropped);
+    for offset in 0..first_dropped {
+        client.consume_at(&at, offset).await.unwrap();
+    }
     assert!(node.terminate().await.success());
 }
 

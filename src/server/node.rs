@@ -34,15 +34,18 @@ pub enum NodeError {
     /// A standalone node's log ends in corruption (a bad frame followed by valid ones): it does
     /// not start; `loghouse repair` cuts it when an operator decides to.
     #[error(
-        "the log has a corrupt tail: a bad record in {} at position {}: {reason}. The node did \
-         not start. Run `loghouse repair --data-dir {}` to cut it, dropping {} bytes ({} records, \
-         offsets {} to {}) and keeping the offsets below {}",
-        segment.display(), cut.position, data_dir.display(), cut.bytes_dropped,
+        "the log{} has a corrupt tail: a bad record in {} at position {}: {reason}. The node \
+         did not start. Run `loghouse repair --data-dir {}{}` to cut it, dropping {} bytes ({} \
+         records, offsets {} to {}) and keeping the offsets below {}",
+        partition_named(partition), segment.display(), cut.position, data_dir.display(),
+        repair_args(partition), cut.bytes_dropped,
         cut.records_dropped, cut.first_dropped,
         cut.first_dropped + cut.records_dropped.max(1) - 1, cut.first_dropped
     )]
     CorruptTail {
         data_dir: PathBuf,
+        /// The topic and partition, unless it is the default topic's partition 0.
+        partition: Option<(String, u32)>,
         segment: PathBuf,
         reason: String,
         cut: Box<TailCut>,
@@ -74,20 +77,25 @@ impl NodeError {
         dir: PathBuf,
         error: LogError,
     ) -> NodeError {
+        let named = (topic != crate::topic::DEFAULT_TOPIC || partition != 0)
+            .then(|| (topic.to_owned(), partition));
         let error = match error {
             LogError::CorruptTail {
                 segment,
                 reason,
                 cut,
-            } => NodeError::CorruptTail {
-                data_dir: config.data_dir.clone(),
-                segment,
-                reason,
-                cut,
-            },
+            } => {
+                return NodeError::CorruptTail {
+                    data_dir: config.data_dir.clone(),
+                    partition: named,
+                    segment,
+                    reason,
+                    cut,
+                }
+            }
             other => NodeError::Log(other),
         };
-        if topic == crate::topic::DEFAULT_TOPIC && partition == 0 {
+        if named.is_none() {
             return error;
         }
         NodeError::Partition {
@@ -96,6 +104,20 @@ impl NodeError {
             partition,
             source: Box::new(error),
         }
+    }
+}
+
+fn partition_named(partition: &Option<(String, u32)>) -> String {
+    match partition {
+        Some((topic, p)) => format!(" of topic \"{topic}\" partition {p}"),
+        None => String::new(),
+    }
+}
+
+fn repair_args(partition: &Option<(String, u32)>) -> String {
+    match partition {
+        Some((topic, p)) => format!(" --topic {topic} --partition {p}"),
+        None => String::new(),
     }
 }
 

@@ -33,6 +33,15 @@ pub enum RepairError {
     NoLog { data_dir: PathBuf, log_dir: PathBuf },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] crate::topic::CatalogError),
+    #[error("topic \"{topic}\" has no partition {partition} in {} (its catalog lists: {listed})", data_dir.display())]
+    NoPartition {
+        data_dir: PathBuf,
+        topic: String,
+        partition: u32,
+        listed: String,
+    },
     #[error("cannot repair the log in {}: {source}", log_dir.display())]
     Log {
         log_dir: PathBuf,
@@ -53,12 +62,38 @@ pub struct Repaired {
     pub next_offset: u64,
 }
 
-/// Opens the standalone log under `data_dir` with `CorruptTail::Cut` (which also cuts a torn
-/// tail, as any open does), then closes it cleanly. The node must not be running.
+/// Where partition `p` of `topic` lives, by the catalog of `data_dir`.
+fn partition_dir(
+    disk: Arc<dyn Disk>,
+    data_dir: &Path,
+    topic: &str,
+    p: u32,
+) -> Result<PathBuf, RepairError> {
+    let (catalog, _) = crate::topic::Catalog::open(disk, data_dir)?;
+    let entry = (catalog.topics().iter()).find(|t| t.name.as_str() == topic && p < t.partitions);
+    match entry {
+        Some(entry) => Ok(catalog.partition_dir(entry, p)),
+        None => Err(RepairError::NoPartition {
+            data_dir: data_dir.to_owned(),
+            topic: topic.to_owned(),
+            partition: p,
+            listed: (catalog.topics().iter())
+                .map(|t| format!("{} ({} partitions)", t.name, t.partitions))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Opens a standalone node's log under `data_dir` with `CorruptTail::Cut` (which also cuts a
+/// torn tail, as any open does), then closes it cleanly: the default topic's partition 0, or
+/// `partition` (a topic's name and a partition number, found in the topic catalog). The node
+/// must not be running.
 pub fn repair_standalone(
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
     data_dir: &Path,
+    partition: Option<(&str, u32)>,
 ) -> Result<Repaired, RepairError> {
     let raft_dir = data_dir.join("raft");
     if disk.exists(&raft_dir) {
@@ -72,6 +107,9 @@ pub fn repair_standalone(
         ..NodeConfig::default()
     };
     let mut log_config = config.log_config()?;
+    if let Some((topic, p)) = partition {
+        log_config.dir = partition_dir(disk.clone(), data_dir, topic, p)?;
+    }
     let log_dir = log_config.dir.clone();
     if !disk.exists(&log_dir) {
         return Err(RepairError::NoLog {
