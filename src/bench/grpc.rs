@@ -58,6 +58,48 @@ pub struct GrpcBenchOptions {
     /// Give up after this many seconds per phase.
     #[arg(long, default_value_t = 60)]
     pub seconds_max: u64,
+    /// Topics to spread the load over (`bench-0` ...; created, or reused when they exist with
+    /// `--partitions`); 0: the default topic, one log.
+    #[arg(long, default_value_t = 0)]
+    pub topics: u32,
+    /// Partitions per topic (with `--topics`). Stream `s` produces to and consumes from
+    /// partition `s mod (topics x partitions)`; `--streams` is raised to that count if lower.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+}
+
+/// One partition the load goes to.
+#[derive(Debug, Clone)]
+struct Target {
+    topic: String,
+    partition: u32,
+}
+
+impl GrpcBenchOptions {
+    /// The partitions the load spreads over (the default topic's 0 without `--topics`).
+    fn targets(&self) -> Vec<Target> {
+        if self.topics == 0 {
+            return vec![Target {
+                topic: String::new(),
+                partition: 0,
+            }];
+        }
+        let mut targets = Vec::new();
+        for partition in 0..self.partitions.max(1) {
+            for t in 0..self.topics {
+                targets.push(Target {
+                    topic: format!("bench-{t}"),
+                    partition,
+                });
+            }
+        }
+        targets
+    }
+
+    /// Streams: `--streams`, at least one per target.
+    fn stream_count(&self) -> usize {
+        self.streams.max(self.targets().len()).max(1)
+    }
 }
 
 impl GrpcBenchOptions {
@@ -129,20 +171,33 @@ pub async fn run(options: GrpcBenchOptions) -> anyhow::Result<()> {
     let tls = options.tls.load()?;
     let client = Client::connect_with(&addr, tls.as_ref()).await?;
     let (produce, consume) = phases(&options.phases)?;
-    let info = client.info().await?;
+    for t in 0..options.topics {
+        let settings = crate::client::TopicSettings::default();
+        let name = format!("bench-{t}");
+        (client
+            .create_topic(&name, options.partitions.max(1), settings)
+            .await)
+            .with_context(|| format!("creating topic {name}"))?;
+    }
+    let before = ranges(&client, &options).await?;
     let mut done = Vec::new();
-    let (mut start, mut records) = (info.lowest_offset, info.next_offset - info.lowest_offset);
     if produce {
-        start = info.next_offset;
         let cpu = CpuMeter::start(options.server_pid);
         let mut phase = produce_phase(&client, &options).await?;
         phase.cpu = cpu.finish();
-        records = phase.records;
         done.push(phase);
     }
     if consume {
+        // What produce wrote, or (consume alone) every partition as it is.
+        let after = ranges(&client, &options).await?;
+        let read: Vec<(u64, u64)> = (before.iter().zip(&after))
+            .map(|(b, a)| match produce {
+                true => (b.1, a.1 - b.1),
+                false => (a.0, a.1 - a.0),
+            })
+            .collect();
         let cpu = CpuMeter::start(options.server_pid);
-        let mut phase = consume_phase(&client, &options, start, records).await?;
+        let mut phase = consume_phase(&client, &options, &read).await?;
         phase.cpu = cpu.finish();
         done.push(phase);
     }
@@ -161,6 +216,23 @@ pub async fn run(options: GrpcBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each target's (lowest offset, next offset), in `targets()` order.
+async fn ranges(client: &Client, options: &GrpcBenchOptions) -> anyhow::Result<Vec<(u64, u64)>> {
+    let mut described = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for target in options.targets() {
+        if !described.contains_key(&target.topic) {
+            let topic = client.describe_topic(&target.topic).await?;
+            described.insert(target.topic.clone(), topic.partitions);
+        }
+        let partition = (described[&target.topic].iter())
+            .find(|p| p.partition == target.partition)
+            .context("a bench partition is missing")?;
+        out.push((partition.lowest_offset, partition.next_offset));
+    }
+    Ok(out)
+}
+
 /// Which of (produce, consume) `--phases` names.
 fn phases(names: &[String]) -> anyhow::Result<(bool, bool)> {
     let mut chosen = (false, false);
@@ -175,21 +247,32 @@ fn phases(names: &[String]) -> anyhow::Result<(bool, bool)> {
 }
 
 async fn produce_phase(client: &Client, options: &GrpcBenchOptions) -> anyhow::Result<Phase> {
-    let per_stream = options.records / options.streams.max(1) as u64;
+    let streams = options.stream_count();
+    let per_stream = options.records / streams as u64;
     let deadline = Instant::now() + Duration::from_secs(options.seconds_max);
     let value = Bytes::from(vec![b'x'; options.record_bytes]);
+    let targets = options.targets();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..options.streams.max(1) {
+    for s in 0..streams {
         let (client, value, options) = (client.clone(), value.clone(), options.clone());
+        let target = targets[s % targets.len()].clone();
+        let to = crate::client::ProduceTo {
+            topic: target.topic,
+            partition: Some(target.partition),
+            key: Bytes::new(),
+        };
         tasks.push(tokio::spawn(async move {
+            let in_flight = options.in_flight();
             match options.mode.as_str() {
                 "stream" => {
-                    produce_stream(&client, value, per_stream, options.in_flight(), deadline).await
+                    produce_stream(&client, &to, value, per_stream, in_flight, deadline).await
                 }
-                "batch" => produce_batches(&client, value, per_stream, &options, deadline).await,
+                "batch" => {
+                    produce_batches(&client, &to, value, per_stream, &options, deadline).await
+                }
                 "unary" => {
-                    produce_unary(&client, value, per_stream, options.in_flight(), deadline).await
+                    produce_unary(&client, &to, value, per_stream, in_flight, deadline).await
                 }
                 other => anyhow::bail!("unknown --mode {other:?}: expected stream, batch or unary"),
             }
@@ -220,6 +303,7 @@ fn new_histogram() -> Histogram<u64> {
 /// client spends its CPU on the records, not on handing them around.
 async fn produce_stream(
     client: &Client,
+    to: &crate::client::ProduceTo,
     value: Bytes,
     count: u64,
     in_flight: usize,
@@ -229,9 +313,10 @@ async fn produce_stream(
     // Send times of the records not yet acknowledged, oldest first (acks come in order).
     let sent = Arc::new(Mutex::new(VecDeque::with_capacity(in_flight.max(1))));
     let requests = {
-        let (window, sent) = (window.clone(), sent.clone());
+        let (window, sent, to) = (window.clone(), sent.clone(), to.clone());
         futures::stream::unfold(0u64, move |n| {
             let (window, sent, value) = (window.clone(), sent.clone(), value.clone());
+            let (topic, partition) = (to.topic.clone(), to.partition);
             async move {
                 if n == count || Instant::now() > deadline {
                     return None;
@@ -245,6 +330,8 @@ async fn produce_stream(
                 Some((
                     proto::ProduceRequest {
                         record,
+                        topic,
+                        partition,
                         ..Default::default()
                     },
                     n + 1,
@@ -268,6 +355,7 @@ async fn produce_stream(
 
 async fn produce_batches(
     client: &Client,
+    to: &crate::client::ProduceTo,
     value: Bytes,
     count: u64,
     options: &GrpcBenchOptions,
@@ -276,7 +364,7 @@ async fn produce_batches(
     let batch = options.batch_records.max(1);
     let requests = count.div_ceil(batch as u64);
     let histogram = timed_calls(requests, options.in_flight(), deadline, || {
-        client.produce_batch(vec![value.clone(); batch])
+        client.produce_batch_to(to, vec![value.clone(); batch])
     })
     .await?;
     Ok((histogram.len() * batch as u64, histogram))
@@ -284,13 +372,16 @@ async fn produce_batches(
 
 async fn produce_unary(
     client: &Client,
+    to: &crate::client::ProduceTo,
     value: Bytes,
     count: u64,
     in_flight: usize,
     deadline: Instant,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
-    let histogram =
-        timed_calls(count, in_flight, deadline, || client.produce(value.clone())).await?;
+    let histogram = timed_calls(count, in_flight, deadline, || {
+        client.produce_to(to, value.clone())
+    })
+    .await?;
     Ok((histogram.len(), histogram))
 }
 
@@ -329,22 +420,28 @@ fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
     histogram.saturating_record(micros);
 }
 
-/// Each consumer stream reads the whole produced range with ConsumeBatchStream.
+/// Each consumer stream reads its partition's range (`read`: (start, records) per target) with
+/// ConsumeBatchStream; with one target every stream reads the whole of it.
 async fn consume_phase(
     client: &Client,
     options: &GrpcBenchOptions,
-    start: u64,
-    records: u64,
+    read: &[(u64, u64)],
 ) -> anyhow::Result<Phase> {
     let deadline = Duration::from_secs(options.seconds_max);
+    let targets = options.targets();
     let started = Instant::now();
     let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..options.streams.max(1) {
+    for s in 0..options.stream_count() {
         let (client, total) = (client.clone(), total.clone());
         let batch_bytes = options.consume_batch_bytes;
+        let at = crate::client::TopicPartition::new(
+            targets[s % targets.len()].topic.clone(),
+            targets[s % targets.len()].partition,
+        );
+        let (start, records) = read[s % targets.len()];
         tasks.push(tokio::spawn(async move {
-            let read = consume_range(&client, start, records, batch_bytes);
+            let read = consume_range(&client, &at, start, records, batch_bytes);
             let read = tokio::time::timeout(deadline, read).await;
             let read = read.unwrap_or(Ok(0))?;
             total.fetch_add(read, std::sync::atomic::Ordering::Relaxed);
@@ -366,12 +463,13 @@ async fn consume_phase(
 
 async fn consume_range(
     client: &Client,
+    at: &crate::client::TopicPartition,
     start: u64,
     count: u64,
     batch_bytes: u64,
 ) -> anyhow::Result<u64> {
     let start = crate::client::Start::Offset(start);
-    let mut stream = client.follow_with(start, batch_bytes).await?;
+    let mut stream = client.follow_at(at, start, batch_bytes).await?;
     let mut read = 0;
     while read < count {
         match stream.next().await {
@@ -383,10 +481,14 @@ async fn consume_range(
 }
 
 fn print_table(options: &GrpcBenchOptions, phases: &[Phase]) {
+    let spread = match options.topics {
+        0 => "the default topic".to_owned(),
+        t => format!("{t} topics x {} partitions", options.partitions.max(1)),
+    };
     println!(
-        "loghouse bench grpc: {} B records, {} streams, mode {}, sync {}{}",
+        "loghouse bench grpc: {} B records, {spread}, {} streams, mode {}, sync {}{}",
         options.record_bytes,
-        options.streams,
+        options.stream_count(),
         options.mode,
         options.sync,
         if options.addr.is_some() {
