@@ -277,6 +277,9 @@ enum BenchCommand {
     /// The storage engine alone: append, scan, random read, open after close and after a crash,
     /// beside the disk's own limit (dd conv=fdatasync) measured in the same run.
     Log(loghouse::bench::log::LogBenchOptions),
+    /// An idle standalone node holding many partitions: open time, memory, open files and CPU
+    /// at rest (measured in a child process of its own).
+    Idle(loghouse::bench::idle::IdleBenchOptions),
 }
 
 /// Every error is one line on stderr (`Error: PERMISSION_DENIED: ...`, or an error and its
@@ -331,6 +334,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Cluster(command) => cluster_cli::run(command).await,
             Command::Bench(BenchCommand::Grpc(options)) => {
                 loghouse::bench::grpc::run(options).await
+            }
+            Command::Bench(BenchCommand::Idle(options)) => {
+                loghouse::bench::idle::run(options).await
             }
             Command::Bench(BenchCommand::Cluster(options)) => {
                 loghouse::bench::cluster::run(options).await

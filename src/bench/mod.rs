@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod embedded;
 pub mod grpc;
+pub mod idle;
 pub mod local_cluster;
 pub mod log;
 
