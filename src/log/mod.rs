@@ -65,7 +65,7 @@ mod log;
 pub mod record;
 mod segment;
 
-pub use commit::{Committer, CommitterHandle, PendingAppend};
+pub use commit::{Committer, CommitterHandle, PendingAppend, SharedCommitter};
 pub use config::{CorruptTail, LogConfig, SyncPolicy, RECORD_BYTES_LIMIT};
 pub use error::LogError;
 pub use index::ENTRY_BYTES as INDEX_ENTRY_BYTES;
