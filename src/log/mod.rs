@@ -60,6 +60,7 @@ pub mod commit;
 pub mod config;
 mod error;
 mod index;
+mod limits;
 #[allow(clippy::module_inception)]
 mod log;
 pub mod record;
@@ -69,6 +70,7 @@ pub use commit::{Committer, CommitterHandle, PendingAppend, SharedCommitter};
 pub use config::{CorruptTail, LogConfig, SyncPolicy, RECORD_BYTES_LIMIT};
 pub use error::LogError;
 pub use index::ENTRY_BYTES as INDEX_ENTRY_BYTES;
+pub use limits::raise_open_file_limit;
 pub use log::{Log, LogInfo, OpenReport};
 pub use record::{NewRecord, Record};
 pub use segment::{FrameId, TailCut, TailKind};
