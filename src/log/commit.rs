@@ -45,6 +45,9 @@ const DRAIN_BYTES_MAX: usize = 64 << 20;
 /// threads). Concurrent fsyncs share journal commits; beyond a few dozen they only queue in the
 /// device.
 pub const ROUND_PARALLEL_MAX: usize = 64;
+/// At most this many logs of a round are appended to at once (writes into the page cache:
+/// CPU, not device, bound).
+const APPEND_PARALLEL_MAX: usize = 8;
 
 type AppendResult = Result<Range<u64>, LogError>;
 type Reply = oneshot::Sender<AppendResult>;
@@ -286,15 +289,20 @@ enum Control {
     Shutdown(DoneReply),
 }
 
-/// One log's share of a round, worked on by a blocking-pool thread.
+/// One log's share of a round, worked on by blocking-pool threads.
 struct LogRound {
     slot: Arc<Slot>,
-    /// Taken by the worker.
+    /// Taken by `append`.
     batches: Mutex<Vec<Vec<NewRecord>>>,
     /// Fsync even without appends: an `Interval` log whose time is up.
     sync_due: bool,
-    /// Set by the worker: one result per batch. Unset if the worker panicked.
+    /// Set by `append`: one result per batch (then changed by a failed `sync`). Unset if the
+    /// append panicked.
     results: Mutex<Option<Vec<AppendResult>>>,
+    /// Set by `append`: the log needs its fsync before anyone is answered.
+    sync_needed: AtomicBool,
+    /// Set by `sync` once that fsync is done (succeeded or failed, as `results` say).
+    synced: AtomicBool,
 }
 
 /// Gathers a round's work by log.
@@ -316,6 +324,8 @@ impl RoundBuilder {
             batches: Mutex::new(Vec::new()),
             sync_due: false,
             results: Mutex::new(None),
+            sync_needed: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
         });
         self.replies.push(Vec::new());
         self.by_id.insert(slot.id, self.rounds.len() - 1);
@@ -424,11 +434,27 @@ impl Writer {
             return control;
         }
         let rounds = Arc::new(rounds);
-        for_each_parallel(rounds.clone(), LogRound::run).await;
+        if rounds.len() == 1 {
+            for_each_parallel(rounds.clone(), 1, LogRound::run).await;
+        } else {
+            // Every append first, then the fsyncs, all at once: the appends' metadata changes
+            // (file sizes) are then in the journal transaction that the first fsync commits,
+            // and the other fsyncs find it committed or join its commit.
+            for_each_parallel(rounds.clone(), APPEND_PARALLEL_MAX, LogRound::append).await;
+            let syncs = (rounds.iter())
+                .filter(|r| r.sync_needed.load(Ordering::SeqCst))
+                .count();
+            if syncs > 0 {
+                for_each_parallel(rounds.clone(), syncs, LogRound::sync).await;
+            }
+        }
         let now = Instant::now();
         for (round, replies) in rounds.iter().zip(replies) {
             let log = &round.slot.log;
-            let results = round.results.lock().take().unwrap_or_else(|| {
+            let unfinished =
+                round.sync_needed.load(Ordering::SeqCst) && !round.synced.load(Ordering::SeqCst);
+            let results = round.results.lock().take().filter(|_| !unfinished);
+            let results = results.unwrap_or_else(|| {
                 let e = log.poison_with("a log task failed".into());
                 replies.iter().map(|_| Err(shared_error(&e))).collect()
             });
@@ -489,7 +515,7 @@ impl Writer {
             .map(|slot| (slot.log.clone(), Mutex::new(None)))
             .collect();
         let closes = Arc::new(closes);
-        for_each_parallel(closes.clone(), |(log, result)| {
+        for_each_parallel(closes.clone(), ROUND_PARALLEL_MAX, |(log, result)| {
             *result.lock() = Some(log.close());
         })
         .await;
@@ -507,21 +533,36 @@ impl Writer {
 }
 
 impl LogRound {
-    /// Appends the round's batches to the log with one write, then fsyncs it once if its policy
-    /// (or a due interval) says so. Blocking: runs on the blocking pool.
-    fn run(&self) {
+    /// Appends the round's batches to the log with one write (no fsync). Blocking.
+    fn append(&self) {
         let log = &self.slot.log;
         let batches = std::mem::take(&mut *self.batches.lock());
-        let (mut results, appended) = append_group(log, batches);
-        let sync = self.sync_due || (appended && log.config().sync == SyncPolicy::Always);
-        if sync {
-            if let Err(e) = log.sync() {
+        let (results, appended) = append_group(log, batches);
+        let needed = self.sync_due || (appended && log.config().sync == SyncPolicy::Always);
+        *self.results.lock() = Some(results);
+        self.sync_needed.store(needed, Ordering::SeqCst);
+    }
+
+    /// Fsyncs the log once if `append` said it must; a failure fails the round's appends to
+    /// it (the log is poisoned). Blocking.
+    fn sync(&self) {
+        if !self.sync_needed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.slot.log.sync() {
+            if let Some(results) = self.results.lock().as_mut() {
                 for result in results.iter_mut().filter(|r| r.is_ok()) {
                     *result = Err(shared_error(&e));
                 }
             }
         }
-        *self.results.lock() = Some(results);
+        self.synced.store(true, Ordering::SeqCst);
+    }
+
+    /// `append`, then `sync`: a round of one log.
+    fn run(&self) {
+        self.append();
+        self.sync();
     }
 }
 
@@ -596,11 +637,15 @@ fn shared_error(e: &LogError) -> LogError {
     }
 }
 
-/// Runs `work` on every item, on up to `ROUND_PARALLEL_MAX` blocking-pool threads at once, and
-/// returns when all are done. An item whose work panicked is left as the work left it (the
+/// Runs `work` on every item, on up to `workers` (at most `ROUND_PARALLEL_MAX`) blocking-pool
+/// threads at once, and returns when all are done. An item whose work panicked is left as the work left it (the
 /// caller sees its result unset); the other items are still worked on. Under madsim (no
 /// threads) the items are worked on inline, one after another.
-async fn for_each_parallel<T: Send + Sync + 'static>(items: Arc<Vec<T>>, work: fn(&T)) {
+async fn for_each_parallel<T: Send + Sync + 'static>(
+    items: Arc<Vec<T>>,
+    workers: usize,
+    work: fn(&T),
+) {
     let work_on = move |item: &T| {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)));
     };
@@ -612,7 +657,7 @@ async fn for_each_parallel<T: Send + Sync + 'static>(items: Arc<Vec<T>>, work: f
     {
         use std::sync::atomic::AtomicUsize;
         let cursor = Arc::new(AtomicUsize::new(0));
-        let workers = items.len().min(ROUND_PARALLEL_MAX);
+        let workers = items.len().min(workers).clamp(1, ROUND_PARALLEL_MAX);
         let tasks: Vec<_> = (0..workers)
             .map(|_| {
                 let (items, cursor) = (items.clone(), cursor.clone());
