@@ -4,11 +4,12 @@
 //! partitions runs one, not one per log). Each round it takes one request from a bounded queue,
 //! drains what else is already queued for any log (up to `DRAIN_REQUESTS_MAX` requests /
 //! `DRAIN_BYTES_MAX` bytes), then, for each log the round touched, validates each request on
-//! its own, appends the valid ones with one write and, under `SyncPolicy::Always`, fsyncs that
-//! log ONCE for the whole round before anyone is answered. The logs of a round are worked on
-//! in parallel on the blocking pool (at most `ROUND_PARALLEL_MAX` at once), so their fsyncs run
-//! concurrently: on ext4 and xfs concurrent fsyncs of several files share the journal commit
-//! and the device cache flush, which is what keeps many partitions about as cheap as one. A
+//! its own and appends the valid ones with one write; once EVERY touched log is appended to,
+//! it fsyncs each one whose policy is `SyncPolicy::Always` ONCE, all at once, before anyone is
+//! answered. Both phases run on the blocking pool (appends on up to `APPEND_PARALLEL_MAX`
+//! threads, fsyncs on up to `ROUND_PARALLEL_MAX`): on ext4 and xfs concurrent fsyncs of several
+//! files share the journal commit and the device cache flush, and with every append done first
+//! the whole round's file-size changes are in the transaction the first fsync commits. A
 //! failed write or fsync poisons only its own log: that log's requests get the error, the other
 //! logs' requests of the round succeed. Under madsim (no threads) the logs of a round are
 //! worked on inline, one after another. No condvars: it runs unchanged under madsim.
