@@ -9,6 +9,13 @@
 //! case), and `dd ... conv=fdatasync` in the same directory. Each row is bounded by a record count and a
 //! time budget. Peak RSS (VmHWM, reset before each row where the kernel allows) is printed
 //! beside each row. It measures; it asserts nothing.
+//!
+//! `--logs N` measures group commit across partitions instead: N logs through one
+//! `SharedCommitter` against one log, `--producers` concurrent producers of 1 KiB records
+//! (spread over the logs), sync=always, `--runs` runs of each alternating, medians reported.
+//! `--idle-logs N` opens N logs in this process (a node holding N partitions), appends one 1 KiB
+//! record to each, and reports the open time, RSS, open files and memory maps, then the same
+//! after closing them all and opening them again (a restart).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +25,7 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use crate::io::{StdDisk, SystemClock};
-use crate::log::{Committer, Log, LogConfig, NewRecord, SyncPolicy};
+use crate::log::{Committer, CommitterHandle, Log, LogConfig, NewRecord, SyncPolicy};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogBenchOptions {
@@ -28,6 +35,20 @@ pub struct LogBenchOptions {
     /// Small sizes and short rows, for CI smoke runs.
     #[arg(long)]
     pub quick: bool,
+    /// Only measure group commit across partitions: this many logs through one shared
+    /// committer against one log (1 KiB records, sync=always).
+    #[arg(long)]
+    pub logs: Option<usize>,
+    /// Concurrent producers for `--logs`, spread round-robin over the logs.
+    #[arg(long, default_value_t = 256)]
+    pub producers: usize,
+    /// Runs of each side for `--logs`, alternating; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Only measure the cost of idle partitions: open this many logs in this process, one
+    /// 1 KiB record each; report open time, RSS and open files.
+    #[arg(long)]
+    pub idle_logs: Option<usize>,
 }
 
 impl Default for LogBenchOptions {
@@ -35,6 +56,10 @@ impl Default for LogBenchOptions {
         LogBenchOptions {
             dir: PathBuf::from("."),
             quick: false,
+            logs: None,
+            producers: 256,
+            runs: 3,
+            idle_logs: None,
         }
     }
 }
@@ -94,6 +119,12 @@ impl Row {
 
 /// Runs every row and prints one table.
 pub fn run(options: LogBenchOptions) -> anyhow::Result<()> {
+    if let Some(count) = options.idle_logs {
+        return idle_logs_run(&options, count);
+    }
+    if let Some(logs) = options.logs {
+        return shared_run(&options, logs);
+    }
     let rows = measure(&options)?;
     print_table(&options, &rows);
     Ok(())
@@ -218,6 +249,270 @@ async fn append_row(
         rates: true,
         note: syncs_note,
     })
+}
+
+/// `--logs N`: N logs through one shared committer against one log, alternating, and the
+/// medians.
+fn shared_run(options: &LogBenchOptions, logs: usize) -> anyhow::Result<()> {
+    let rows = shared_measure(options, logs)?;
+    println!(
+        "loghouse bench log --logs {logs} --producers {}{} (dir {}): 1 KiB records, sync=always",
+        options.producers,
+        if options.quick { " --quick" } else { "" },
+        options.dir.display()
+    );
+    println!(
+        "{:<40} {:>10} {:>12} {:>10}  note",
+        "row", "records", "records/s", "peak RSS"
+    );
+    for row in &rows {
+        println!(
+            "{:<40} {:>10} {:>12.0} {:>10}  {}",
+            row.name,
+            row.records,
+            row.records_per_s(),
+            row.peak_rss,
+            row.note
+        );
+    }
+    let median = |prefix: &str| {
+        let mut rates: Vec<f64> = (rows.iter())
+            .filter(|r| r.name.starts_with(prefix))
+            .map(Row::records_per_s)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (one, many) = (median("1 log "), median(&format!("{logs} logs ")));
+    let ratio = many / one.max(1e-9);
+    println!("median 1 log: {one:.0} records/s; median {logs} logs: {many:.0} records/s");
+    println!(
+        "target {logs} logs >= 80% of 1 log: {:.0}% ({})",
+        ratio * 100.0,
+        met(ratio >= 0.8)
+    );
+    Ok(())
+}
+
+/// The rows of `--logs N`: `runs` runs of 1 log and of N logs, alternating.
+pub fn shared_measure(options: &LogBenchOptions, logs: usize) -> anyhow::Result<Vec<Row>> {
+    let plan = Plan::new(options.quick);
+    let root = tempfile::Builder::new()
+        .prefix(".loghouse-bench-log-")
+        .tempdir_in(&options.dir)
+        .with_context(|| {
+            format!(
+                "creating a temporary directory in {}",
+                options.dir.display()
+            )
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for run in 0..options.runs.max(1) {
+        for count in [1, logs.max(1)] {
+            let dir = root.path().join(format!("shared-{count}-{run}"));
+            let label = format!(
+                "{count} log{} run {}",
+                if count == 1 { "" } else { "s" },
+                run + 1
+            );
+            let row = measured(label, || {
+                runtime.block_on(shared_append_row(&dir, count, options.producers, plan))
+            })?;
+            std::fs::remove_dir_all(&dir).ok();
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// `producers` producers of 1 KiB records, producer `p` to log `p % logs`, all through one
+/// shared committer, sync=always.
+async fn shared_append_row(
+    dir: &Path,
+    logs: usize,
+    producers: usize,
+    plan: Plan,
+) -> anyhow::Result<Row> {
+    let record_bytes = 1024usize;
+    let committer = Committer::start_shared(4096.max(producers));
+    let mut handles: Vec<CommitterHandle> = Vec::with_capacity(logs);
+    for i in 0..logs {
+        let log = Log::open(
+            Arc::new(StdDisk),
+            Arc::new(SystemClock),
+            config(&dir.join(format!("p{i}")), SyncPolicy::Always),
+        )?;
+        handles.push(committer.attach(Arc::new(log)));
+    }
+    let value = Bytes::from(pseudo_random_bytes(record_bytes, 7));
+    let producers = producers.max(1);
+    let records_max = (plan.row_records_max)
+        .min(plan.row_bytes_max / record_bytes as u64)
+        .max(producers as u64);
+    let per_producer = records_max / producers as u64;
+    let syncs_before: u64 = handles.iter().map(|h| h.log().sync_count()).sum();
+    let start = Instant::now();
+    let deadline = start + plan.row_time;
+    let mut tasks = Vec::with_capacity(producers);
+    for p in 0..producers {
+        let handle = handles[p % logs].clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            loop {
+                handle.append(vec![NewRecord::data(value.clone())]).await?;
+                done += 1;
+                if done >= per_producer || Instant::now() >= deadline {
+                    return anyhow::Ok(done);
+                }
+            }
+        }));
+    }
+    let mut records = 0;
+    for task in tasks {
+        records += task.await??;
+    }
+    let elapsed = start.elapsed();
+    let syncs: u64 = handles.iter().map(|h| h.log().sync_count()).sum::<u64>() - syncs_before;
+    committer.shutdown().await?;
+    Ok(Row {
+        name: String::new(),
+        records,
+        bytes: records * record_bytes as u64,
+        elapsed,
+        peak_rss: String::new(),
+        rates: true,
+        note: format!(
+            "{:.0} fsyncs/s, {:.1} records/fsync",
+            syncs as f64 / elapsed.as_secs_f64().max(1e-9),
+            records as f64 / syncs.max(1) as f64
+        ),
+    })
+}
+
+/// What /proc says about this process's memory and files.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcessCost {
+    rss_kib: u64,
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
+    virtual_kib: u64,
+    fds: usize,
+    maps: usize,
+}
+
+impl ProcessCost {
+    fn now() -> ProcessCost {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            (status.lines())
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let count = |path: &str| std::fs::read_dir(path).map_or(0, |d| d.count());
+        let maps = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
+        ProcessCost {
+            rss_kib: field("VmRSS:"),
+            rss_anon_kib: field("RssAnon:"),
+            rss_file_kib: field("RssFile:"),
+            virtual_kib: field("VmSize:"),
+            fds: count("/proc/self/fd"),
+            maps,
+        }
+    }
+
+    fn print(&self, what: &str, elapsed: Option<Duration>) {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "{what:<34} {:>9} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>7} {:>7}",
+            elapsed.map_or("-".into(), fmt_ms),
+            mib(self.rss_kib),
+            mib(self.rss_anon_kib),
+            mib(self.rss_file_kib),
+            mib(self.virtual_kib),
+            self.fds,
+            self.maps
+        );
+    }
+}
+
+/// `--idle-logs N`: the cost of N open, idle partitions in one process.
+fn idle_logs_run(options: &LogBenchOptions, count: usize) -> anyhow::Result<()> {
+    let limit = crate::log::raise_open_file_limit()?;
+    let root = tempfile::Builder::new()
+        .prefix(".loghouse-bench-log-")
+        .tempdir_in(&options.dir)
+        .with_context(|| {
+            format!(
+                "creating a temporary directory in {}",
+                options.dir.display()
+            )
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    println!(
+        "loghouse bench log --idle-logs {count} (dir {}; open-file limit {limit}; default log \
+         config, sync=always)",
+        options.dir.display()
+    );
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7}",
+        "step", "ms", "RSS MiB", "anon", "file", "virt MiB", "fds", "maps"
+    );
+    ProcessCost::now().print("before", None);
+    let open_all = || -> anyhow::Result<Vec<Arc<Log>>> {
+        (0..count)
+            .map(|i| {
+                let config = config(&root.path().join(format!("p{i:05}")), SyncPolicy::Always);
+                Ok(Arc::new(Log::open(
+                    Arc::new(StdDisk),
+                    Arc::new(SystemClock),
+                    config,
+                )?))
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    let logs = open_all()?;
+    ProcessCost::now().print(&format!("open {count} new logs"), Some(start.elapsed()));
+    let value = Bytes::from(pseudo_random_bytes(1024, 5));
+    let start = Instant::now();
+    runtime.block_on(async {
+        let committer = Committer::start_shared(4096);
+        let handles: Vec<CommitterHandle> = logs
+            .iter()
+            .map(|log| committer.attach(log.clone()))
+            .collect();
+        let appends = handles
+            .iter()
+            .map(|h| h.append(vec![NewRecord::data(value.clone())]));
+        for result in futures::future::join_all(appends).await {
+            result?;
+        }
+        ProcessCost::now().print("one 1 KiB record each (shared)", Some(start.elapsed()));
+        let start = Instant::now();
+        committer.shutdown().await?;
+        ProcessCost::now().print("close all", Some(start.elapsed()));
+        anyhow::Ok(())
+    })?;
+    drop(logs);
+    ProcessCost::now().print("dropped", None);
+    let start = Instant::now();
+    let logs = open_all()?;
+    ProcessCost::now().print(
+        &format!("reopen {count} logs (restart)"),
+        Some(start.elapsed()),
+    );
+    drop(logs);
+    Ok(())
 }
 
 /// Builds a large log with direct batched appends, then scans it, reads at random and opens it
@@ -569,10 +864,27 @@ mod tests {
         let options = LogBenchOptions {
             dir: dir.path().to_owned(),
             quick: true,
+            ..LogBenchOptions::default()
         };
         let rows = measure(&options).unwrap();
         assert_eq!(rows.len(), 1 + 18 + 7);
         assert!(rows.iter().all(|r| r.bytes > 0), "{rows:?}");
         print_table(&options, &rows);
+    }
+
+    /// The quick run of `--logs 4`: both sides, every run.
+    #[test]
+    fn bench_log_shared_quick() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogBenchOptions {
+            dir: dir.path().to_owned(),
+            quick: true,
+            producers: 8,
+            runs: 1,
+            ..LogBenchOptions::default()
+        };
+        let rows = shared_measure(&options, 4).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.records > 0), "{rows:?}");
     }
 }

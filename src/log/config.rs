@@ -95,9 +95,9 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// A segment's store file rolls once it holds this many bytes.
     pub segment_bytes_max: u64,
-    /// A segment's index file is pre-grown to at most this size: it holds
-    /// `max(1, index_bytes_max / 24)` entries (24-byte entries), and the segment rolls once it
-    /// is full.
+    /// A segment's index file grows (doubling from 1,024 entries) to at most this size: it
+    /// holds `max(1, index_bytes_max / 24)` entries (24-byte entries), and the segment rolls
+    /// once it is full.
     pub index_bytes_max: u64,
     /// The largest record value a client may append (`append`, `validate`), in bytes. Records
     /// read from disk and replicated appends (`append_at`, `append_batch_at`) are bounded by the

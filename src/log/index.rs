@@ -35,6 +35,20 @@ pub const ENTRY_BYTES: u64 = 24;
 pub const V1_ENTRY_BYTES: u64 = 16;
 /// Bytes of the trailer that marks a sealed index.
 pub const SEAL_BYTES: u64 = 24;
+/// Entries of a new active index; it doubles (file extended, map replaced) as appends fill it,
+/// up to the configured `index_bytes_max`. 1,024 entries are 24 KiB.
+pub const ACTIVE_ENTRIES_INITIAL: u64 = 1024;
+
+/// The capacity an active index of `entries` entries is mapped with: room for one more entry,
+/// doubling from `ACTIVE_ENTRIES_INITIAL`, at most `max` (never fewer than `entries`).
+pub fn active_capacity(entries: u64, max: u64) -> u64 {
+    let mut capacity = ACTIVE_ENTRIES_INITIAL.max(1);
+    while capacity <= entries && capacity < max {
+        capacity = capacity.saturating_mul(2);
+    }
+    capacity.min(max).max(entries)
+}
+
 /// The last word of a seal trailer ("LHS2"): nonzero, where an entry holds 0.
 const SEAL_MARK: u32 = u32::from_le_bytes(*b"LHS2");
 
@@ -218,7 +232,9 @@ impl Index {
     }
 
     /// Sizes `file` to `capacity` entries (zeros past the first `entries.len()`), writes
-    /// `entries` through the map and flushes it: a rebuilt or new (unsealed) index.
+    /// `entries` through the map and flushes it (nothing to flush when there are none: an
+    /// unsealed index is never trusted, so its zeros need not be durable): a rebuilt or new
+    /// (unsealed) index.
     pub fn rebuild(
         file: Arc<dyn DiskFile>,
         base: u64,
@@ -233,7 +249,9 @@ impl Index {
         for entry in entries {
             index.push(*entry);
         }
-        index.flush()?;
+        if !entries.is_empty() {
+            index.flush()?;
+        }
         Ok(index)
     }
 
@@ -241,8 +259,40 @@ impl Index {
         self.entries
     }
 
+    #[cfg(test)]
     pub fn is_full(&self) -> bool {
         self.entries >= self.capacity
+    }
+
+    /// The capacity to grow to so that `more` entries fit (doubling, at most `max`), or `None`
+    /// when they fit already.
+    pub fn grown_capacity(&self, more: u64, max: u64) -> Option<u64> {
+        let needed = self.entries + more;
+        if needed <= self.capacity {
+            return None;
+        }
+        let mut capacity = self.capacity.max(1);
+        while capacity < needed {
+            capacity = capacity.saturating_mul(2);
+        }
+        Some(capacity.min(max).max(needed))
+    }
+
+    /// Growing, step 1 (`&self`, so readers go on: the map still covers only the old entries):
+    /// extends the file with zeros to `capacity` entries.
+    pub fn extend_file(&self, capacity: u64) -> io::Result<()> {
+        if capacity * ENTRY_BYTES > self.file.len()? {
+            self.file.set_len(capacity * ENTRY_BYTES)?;
+        }
+        Ok(())
+    }
+
+    /// Growing, step 2 (no disk I/O): drops the map (a simulated map writes back then) and maps
+    /// the whole, extended file.
+    pub fn remap(&mut self) -> io::Result<()> {
+        self.map = None;
+        self.capacity = 0;
+        self.remap_or(Ok(()))
     }
 
     pub fn file(&self) -> &Arc<dyn DiskFile> {

@@ -101,9 +101,41 @@ pub struct Log {
 struct Writer {
     /// The newest timestamp given to a record; new ones are clamped to at least this.
     last_timestamp_ms: i64,
-    /// Reused encode buffers.
+}
+
+/// Encode buffers, shared by every log of the process (`ENCODE_BUFFERS`): a log holds one only
+/// while it appends, so their memory follows the appends in flight, not the number of logs.
+#[derive(Debug, Default)]
+struct EncodeBuffers {
     frames: Vec<u8>,
     timestamps: Vec<i64>,
+}
+
+/// Idle encode buffers, reused by whichever log appends next.
+static ENCODE_BUFFERS: std::sync::Mutex<Vec<EncodeBuffers>> = std::sync::Mutex::new(Vec::new());
+/// At most this many idle encode buffers are kept (about the appends in flight at once).
+const ENCODE_BUFFERS_KEPT: usize = 8;
+
+impl EncodeBuffers {
+    fn take() -> EncodeBuffers {
+        let pool = ENCODE_BUFFERS.lock();
+        pool.map(|mut p| p.pop()).ok().flatten().unwrap_or_default()
+    }
+
+    /// Returns the buffers to the pool, unless they grew past `FRAMES_BUFFER_KEEP_BYTES` or the
+    /// pool is full (then they are freed).
+    fn give_back(mut self) {
+        if self.frames.capacity() > FRAMES_BUFFER_KEEP_BYTES {
+            return;
+        }
+        self.frames.clear();
+        self.timestamps.clear();
+        if let Ok(mut pool) = ENCODE_BUFFERS.lock() {
+            if pool.len() < ENCODE_BUFFERS_KEPT {
+                pool.push(self);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -116,8 +148,8 @@ struct State {
     truncations: u64,
 }
 
-/// An encode buffer larger than this is released after the append that grew it.
-const FRAMES_BUFFER_KEEP_BYTES: usize = 16 << 20;
+/// An encode buffer larger than this is freed after the append that grew it.
+const FRAMES_BUFFER_KEEP_BYTES: usize = 4 << 20;
 
 impl State {
     fn active(&self) -> &Segment {
@@ -202,8 +234,6 @@ impl Log {
         report.indexes_upgraded = remove_v1_indexes(disk.as_ref(), &dir, &listing)?;
         let writer = Writer {
             last_timestamp_ms: newest_timestamp_ms(&segments)?,
-            frames: Vec::new(),
-            timestamps: Vec::new(),
         };
         let state = State {
             segments,
@@ -634,11 +664,32 @@ impl Log {
         let mut rest = records;
         while !rest.is_empty() {
             let count = self.room_for(rest)?;
-            self.write_frames(writer, &rest[..count], timestamp_ms)?;
+            self.grow_index(count)?;
+            self.write_frames(&rest[..count], timestamp_ms)?;
             rest = &rest[count..];
         }
         writer.last_timestamp_ms = timestamp_ms;
         Ok(first..self.next_offset())
+    }
+
+    /// Grows the active index (doubling) if `more` entries do not fit in its map: extends the
+    /// file under the read lock (readers go on), then maps it anew under the write lock (no
+    /// disk I/O there). A failure poisons the log.
+    fn grow_index(&self, more: usize) -> Result<(), LogError> {
+        let capacity = {
+            let state = self.state.read();
+            let Some(capacity) = state.active().index_growth(more as u64, self.limits) else {
+                return Ok(());
+            };
+            state
+                .active()
+                .extend_index(capacity)
+                .map_err(|e| self.poison(e))?;
+            capacity
+        };
+        let result = self.state.write().active_mut().remap_index();
+        tracing::trace!(dir = %self.config.dir.display(), capacity, "grew the active index");
+        result.map_err(|e| self.poison(e))
     }
 
     /// How many of `records` the active segment takes, rolling first if it takes none.
@@ -655,18 +706,10 @@ impl Log {
 
     /// Encodes `records`, writes them at the end of the active store with no lock held, then
     /// records them (index entries, sizes) under the write lock.
-    fn write_frames(
-        &self,
-        writer: &mut Writer,
-        records: &[NewRecord],
-        timestamp_ms: i64,
-    ) -> Result<(), LogError> {
+    fn write_frames(&self, records: &[NewRecord], timestamp_ms: i64) -> Result<(), LogError> {
         let target = self.state.read().active().append_target();
-        let Writer {
-            frames, timestamps, ..
-        } = writer;
-        frames.clear();
-        timestamps.clear();
+        let mut buffers = EncodeBuffers::take();
+        let EncodeBuffers { frames, timestamps } = &mut buffers;
         for (i, r) in records.iter().enumerate() {
             record::encode(frames, target.next + i as u64, timestamp_ms, r);
             timestamps.push(timestamp_ms);
@@ -678,10 +721,8 @@ impl Log {
         );
         let written = target.store.write_at(frames, target.position);
         let bytes = frames.len();
-        if frames.capacity() > FRAMES_BUFFER_KEEP_BYTES {
-            *frames = Vec::new();
-        }
         if let Err(e) = written {
+            buffers.give_back();
             let path = self
                 .state
                 .read()
@@ -693,8 +734,10 @@ impl Log {
         }
         let mut state = self.state.write();
         let active = state.active_mut();
-        active.commit_frames(target.position, &positions, timestamps, bytes);
+        active.commit_frames(target.position, &positions, &buffers.timestamps, bytes);
         self.publish(&state);
+        drop(state);
+        buffers.give_back();
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //! A log is a list of segments; each segment is a store file (framed records, see `record`) and
 //! an index file (fixed-width checksummed entries, memory-mapped through the disk seam) named by
 //! the segment's base offset. Offsets are dense. See ARCHITECTURE.md for the on-disk format and
-//! the invariants; `commit` holds the group-commit writer that async callers append through.
+//! the invariants; `commit` holds the group-commit writer that async callers append through (one
+//! writer task for every log of a node: `Committer::start_shared`).
 //!
 //! On disk (all little-endian):
 //! - `<base, 20 digits>.store`: frames back to back. A frame is a 40-byte header (`len u32` =
@@ -13,8 +14,9 @@
 //!   `record_bytes_max` bounds only what clients append.
 //! - `<base>.index2` (index format 2): 24-byte entries (`position u64`, `timestamp_ms i64`,
 //!   `crc32c u32` over those 16 bytes and the entry's offset, `reserved u32` = 0), entry `i` for
-//!   offset `base + i`. The active segment's index is pre-grown to `max(1, index_bytes_max /
-//!   24)` entries and mapped; a sealed one (rolled, or closed) is truncated to its entries and
+//!   offset `base + i`. The active segment's index is pre-grown in steps (1,024 entries,
+//!   doubling up to `max(1, index_bytes_max / 24)`; extended with zeros and mapped anew) and
+//!   mapped; a sealed one (rolled, or closed) is truncated to its entries and
 //!   ends with a 24-byte seal trailer (`entries u64`, `base u64`, `checksum u32` = CRC32C of
 //!   every entry and the trailer's first 16 bytes, `"LHS2"`), then synced. See `index`.
 //! - `<base>.index` (index format 1, written before format 2: 16-byte entries, no checksum) is
@@ -60,15 +62,17 @@ pub mod commit;
 pub mod config;
 mod error;
 mod index;
+mod limits;
 #[allow(clippy::module_inception)]
 mod log;
 pub mod record;
 mod segment;
 
-pub use commit::{Committer, CommitterHandle, PendingAppend};
+pub use commit::{Committer, CommitterHandle, PendingAppend, SharedCommitter};
 pub use config::{CorruptTail, LogConfig, SyncPolicy, RECORD_BYTES_LIMIT};
 pub use error::LogError;
 pub use index::ENTRY_BYTES as INDEX_ENTRY_BYTES;
+pub use limits::raise_open_file_limit;
 pub use log::{Log, LogInfo, OpenReport};
 pub use record::{NewRecord, Record};
 pub use segment::{FrameId, TailCut, TailKind};

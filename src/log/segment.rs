@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::config::RECORD_BYTES_LIMIT;
 use super::error::LogError;
-use super::index::{EntryError, Index, IndexEntry, PreparedSeal, ENTRY_BYTES};
+use super::index::{self as index_file, EntryError, Index, IndexEntry, PreparedSeal, ENTRY_BYTES};
 use super::record::{self, FrameError, NewRecord, Record, HEADER_BYTES};
 use crate::io::{Disk, DiskFile, MapMut};
 
@@ -131,8 +131,9 @@ impl Segment {
         store
             .set_len(0)
             .map_err(|e| LogError::io(format!("truncate {}", store_path.display()), e))?;
-        let index_file = open_file(disk, &index_path, true)?;
-        let index = Index::rebuild(index_file, base, &[], limits.index_entries_max)
+        let file = open_file(disk, &index_path, true)?;
+        let capacity = index_file::active_capacity(0, limits.index_entries_max);
+        let index = Index::rebuild(file, base, &[], capacity)
             .map_err(|e| LogError::io(format!("create {}", index_path.display()), e))?;
         Ok(Segment {
             base,
@@ -221,9 +222,27 @@ impl Segment {
     /// record would overflow the store).
     pub fn is_full(&self, limits: SegmentLimits) -> bool {
         self.sealed
-            || self.index.is_full()
             || self.index.len() >= limits.index_entries_max
             || self.store_bytes + HEADER_BYTES as u64 > limits.store_bytes_max
+    }
+
+    /// The capacity the active index must grow to before `more` entries are pushed (see
+    /// `grow_index`), or `None` when they fit.
+    pub fn index_growth(&self, more: u64, limits: SegmentLimits) -> Option<u64> {
+        assert!(!self.sealed, "append to a sealed segment");
+        self.index.grown_capacity(more, limits.index_entries_max)
+    }
+
+    /// Growing the active index, step 1 (`&self`: readers go on): extends its file.
+    pub fn extend_index(&self, capacity: u64) -> Result<(), LogError> {
+        (self.index.extend_file(capacity))
+            .map_err(|e| LogError::io(format!("grow {}", self.index_path.display()), e))
+    }
+
+    /// Growing the active index, step 2 (a new map, no disk I/O): maps the extended file.
+    pub fn remap_index(&mut self) -> Result<(), LogError> {
+        (self.index.remap())
+            .map_err(|e| LogError::io(format!("map {}", self.index_path.display()), e))
     }
 
     /// Where the next frames go (the caller writes them, then calls `commit_frames`).
@@ -492,8 +511,9 @@ impl Segment {
     pub fn truncate_from(&mut self, offset: u64, limits: SegmentLimits) -> Result<(), LogError> {
         assert!(self.base <= offset && offset <= self.next);
         if self.sealed {
+            let capacity = index_file::active_capacity(self.index.len(), limits.index_entries_max);
             self.index
-                .unseal(limits.index_entries_max)
+                .unseal(capacity)
                 .map_err(|e| LogError::io(format!("grow {}", self.index_path.display()), e))?;
             self.sealed = false;
         }

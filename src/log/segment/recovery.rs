@@ -25,7 +25,8 @@ use crate::io::{Disk, DiskFile};
 use crate::log::config::{CorruptTail, RECORD_BYTES_LIMIT};
 use crate::log::error::LogError;
 use crate::log::index::{
-    read_seal, seal_checksum, EntryError, Index, IndexEntry, SealedFile, ENTRY_BYTES,
+    active_capacity, read_seal, seal_checksum, EntryError, Index, IndexEntry, SealedFile,
+    ENTRY_BYTES,
 };
 use crate::log::record::{self, FrameError, HEADER_BYTES};
 use crate::log::record::{u32_at, u64_at};
@@ -239,13 +240,15 @@ impl Segment {
         }))
     }
 
-    /// Uses a trusted index; the last segment's is grown back to the full size for appends.
+    /// Uses a trusted index; the last segment's is grown back (see `active_capacity`) for
+    /// appends.
     fn install_trusted(&mut self, index: Index, limits: SegmentLimits) -> Result<(), LogError> {
         let entries = index.len();
         self.index = index;
         if !self.sealed {
+            let capacity = active_capacity(entries, limits.index_entries_max);
             self.index
-                .unseal(limits.index_entries_max)
+                .unseal(capacity)
                 .map_err(|e| LogError::io(format!("map {}", self.index_path.display()), e))?;
         }
         self.next = self.base + entries;
@@ -303,7 +306,7 @@ impl Segment {
         let count = scan.entries.len() as u64;
         let capacity = match self.sealed {
             true => count,
-            false => limits.index_entries_max.max(count),
+            false => active_capacity(count, limits.index_entries_max),
         };
         self.rebuild_index(disk, &scan.entries, capacity)?;
         self.next = self.base + count;
