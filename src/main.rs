@@ -535,6 +535,11 @@ fn write_kept(out: &mut impl Write, lowest: u64, next: u64) -> anyhow::Result<()
 /// within a restart budget that a healthy period resets (`server::supervisor`).
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = node_config(args)?;
+    // Every partition holds a few files open: take all the open files the system allows.
+    match loghouse::log::raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let policy = RestartPolicy::default();
     match supervise(policy, || serve_once(config.clone())).await {
         Ok(()) => Ok(()),

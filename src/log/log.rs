@@ -678,7 +678,7 @@ impl Log {
     fn grow_index(&self, more: usize) -> Result<(), LogError> {
         let capacity = {
             let state = self.state.read();
-            let Some(capacity) = state.active().index_growth(more as u64, self.limits) else {
+            let Some(capacity) = state.active().index_growth(more as u64, self.limits()) else {
                 return Ok(());
             };
             state

@@ -15,7 +15,7 @@ use super::node::NodeError;
 use super::partition::{LocalPartition, Partition};
 use crate::config::NodeConfig;
 use crate::io::{Clock, Disk};
-use crate::log::{Committer, Log, LogConfig, LogError};
+use crate::log::{Committer, Log, LogConfig, LogError, SharedCommitter};
 use crate::metrics::NodeMetrics;
 use crate::raft::store::off_thread;
 use crate::topic::{
@@ -147,7 +147,8 @@ struct Opener {
     clock: Arc<dyn Clock>,
     /// The node's log config (dir and the topic's settings replaced per partition).
     base: LogConfig,
-    queue_depth_max: usize,
+    /// The node's one group-commit writer: every partition's appends share its fsync rounds.
+    committer: SharedCommitter,
     metrics: Arc<NodeMetrics>,
 }
 
@@ -168,7 +169,7 @@ impl Opener {
             ..self.base.clone()
         };
         let log = Log::open(self.disk.clone(), self.clock.clone(), config)?;
-        let writer = Committer::start(Arc::new(log), self.queue_depth_max);
+        let writer = self.committer.attach(Arc::new(log));
         let metrics = self.metrics.partition(entry.name.as_str(), partition);
         Ok(Arc::new(LocalPartition::new(writer, metrics)))
     }
@@ -203,7 +204,7 @@ impl Topics {
             disk,
             clock,
             base,
-            queue_depth_max: config.limits.append_queue_depth_max,
+            committer: Committer::start_shared(config.limits.append_queue_depth_max),
             metrics,
         };
         let defaults = node_defaults(config);
@@ -488,6 +489,10 @@ impl Topics {
     /// Finishes queued appends, syncs and closes every partition; the first error is returned
     /// after every partition was asked.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
+        if let Some((opener, _)) = &self.store {
+            // Finishes every partition's queued appends, then syncs and closes them together.
+            return Ok(opener.committer.shutdown().await?);
+        }
         let mut result = Ok(());
         for (topic, p, partition) in self.all_partitions() {
             if let Err(error) = partition.shutdown().await {
