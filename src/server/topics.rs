@@ -208,17 +208,20 @@ impl Topics {
             metrics,
         };
         let defaults = node_defaults(config);
+        let wanted: Vec<(&TopicEntry, u32)> = (catalog.topics().iter())
+            .flat_map(|entry| (0..entry.partitions).map(move |p| (entry, p)))
+            .collect();
+        let mut opened = open_all(&wanted, |&(entry, p)| {
+            let settings = entry.settings.effective(&defaults);
+            opener.open(&catalog, entry, p, &settings).map_err(|e| {
+                let dir = catalog.partition_dir(entry, p);
+                NodeError::partition(config, entry.name.as_str(), p, dir, e)
+            })
+        })?
+        .into_iter();
         let mut live = BTreeMap::new();
         for entry in catalog.topics() {
-            let settings = entry.settings.effective(&defaults);
-            let mut partitions = Vec::with_capacity(entry.partitions as usize);
-            for p in 0..entry.partitions {
-                let opened = opener.open(&catalog, entry, p, &settings).map_err(|e| {
-                    let dir = catalog.partition_dir(entry, p);
-                    NodeError::partition(config, entry.name.as_str(), p, dir, e)
-                })?;
-                partitions.push(opened);
-            }
+            let partitions = opened.by_ref().take(entry.partitions as usize).collect();
             live.insert(entry.name.clone(), Arc::new(Topic::new(entry, partitions)));
         }
         Ok(Topics {
@@ -331,9 +334,8 @@ impl Topics {
         let made = entry.clone();
         let opened = blocking(move || {
             let mut catalog = catalog.lock();
-            let opened = (0..made.partitions)
-                .map(|p| opener.open(&catalog, &made, p, &effective))
-                .collect::<Result<Vec<_>, _>>()?;
+            let numbers: Vec<u32> = (0..made.partitions).collect();
+            let opened = open_all(&numbers, |&p| opener.open(&catalog, &made, p, &effective))?;
             catalog.insert(made)?;
             Ok(opened)
         })
@@ -376,9 +378,8 @@ impl Topics {
         let (added, logs) = (current..asked, topic.partitions());
         let opened = blocking(move || {
             let mut catalog = catalog.lock();
-            let opened = added
-                .map(|p| opener.open(&catalog, &made, p, &effective))
-                .collect::<Result<Vec<_>, _>>()?;
+            let numbers: Vec<u32> = added.collect();
+            let opened = open_all(&numbers, |&p| opener.open(&catalog, &made, p, &effective))?;
             for partition in &logs {
                 partition
                     .log()
@@ -504,6 +505,35 @@ impl Topics {
         }
         result
     }
+}
+
+/// Partitions opened at once at start-up: each open recovers and fsyncs a log, so a node of
+/// thousands of partitions opens them side by side (the disk takes many fsyncs at once).
+const OPEN_PARALLEL_MAX: usize = 16;
+
+/// `open` applied to every item, in order, `OPEN_PARALLEL_MAX` at a time on scoped threads (one
+/// after another under madsim, which has no threads); the first error wins.
+fn open_all<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    open: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    if cfg!(madsim) || items.len() < 2 {
+        return items.iter().map(open).collect();
+    }
+    let chunk = items.len().div_ceil(OPEN_PARALLEL_MAX);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (items.chunks(chunk))
+            .map(|part| scope.spawn(|| part.iter().map(&open).collect::<Result<Vec<R>, E>>()))
+            .collect();
+        let mut all = Vec::with_capacity(items.len());
+        for worker in workers {
+            match worker.join() {
+                Ok(part) => all.extend(part?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(all)
+    })
 }
 
 /// Runs `work` (file system work: opening logs, the catalog) on the blocking pool (inline
