@@ -420,8 +420,9 @@ fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
     histogram.saturating_record(micros);
 }
 
-/// Each consumer stream reads its partition's range (`read`: (start, records) per target) with
-/// ConsumeBatchStream; with one target every stream reads the whole of it.
+/// Each consumer stream reads its share of its partition's range (`read`: (start, records) per
+/// target) with ConsumeBatchStream: the streams of one partition split its range evenly, so the
+/// phase reads each record once whatever the spread.
 async fn consume_phase(
     client: &Client,
     options: &GrpcBenchOptions,
@@ -432,14 +433,15 @@ async fn consume_phase(
     let started = Instant::now();
     let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for s in 0..options.stream_count() {
+    let streams = options.stream_count();
+    for s in 0..streams {
         let (client, total) = (client.clone(), total.clone());
         let batch_bytes = options.consume_batch_bytes;
         let at = crate::client::TopicPartition::new(
             targets[s % targets.len()].topic.clone(),
             targets[s % targets.len()].partition,
         );
-        let (start, records) = read[s % targets.len()];
+        let (start, records) = share(read[s % targets.len()], s, streams, targets.len());
         tasks.push(tokio::spawn(async move {
             let read = consume_range(&client, &at, start, records, batch_bytes);
             let read = tokio::time::timeout(deadline, read).await;
@@ -461,6 +463,15 @@ async fn consume_phase(
     })
 }
 
+/// Stream `s`'s part of `(start, records)`, a range that the streams `s mod targets` share.
+fn share((start, records): (u64, u64), s: usize, streams: usize, targets: usize) -> (u64, u64) {
+    let sharing = (streams / targets + usize::from(s % targets < streams % targets)) as u64;
+    let index = (s / targets) as u64;
+    let each = records.div_ceil(sharing.max(1));
+    let from = (index * each).min(records);
+    (start + from, each.min(records - from))
+}
+
 async fn consume_range(
     client: &Client,
     at: &crate::client::TopicPartition,
@@ -473,7 +484,8 @@ async fn consume_range(
     let mut read = 0;
     while read < count {
         match stream.next().await {
-            Some(batch) => read += batch?.len() as u64,
+            // A batch may run past this stream's share: only the share counts.
+            Some(batch) => read += (batch?.len() as u64).min(count - read),
             None => break,
         }
     }
@@ -543,5 +555,23 @@ fn print_cpu(options: &GrpcBenchOptions, phases: &[Phase]) {
             per_record(phase.cpu.server_s),
             per_record(phase.cpu.own_s)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn streams_of_one_partition_split_its_range_once() {
+        // 5 streams over 2 targets: streams 0, 2, 4 share target 0; 1, 3 share target 1.
+        let parts: Vec<(u64, u64)> = [0, 2, 4]
+            .iter()
+            .map(|&s| share((10, 100), s, 5, 2))
+            .collect();
+        assert_eq!(parts, [(10, 34), (44, 34), (78, 32)]);
+        let parts: Vec<(u64, u64)> = [1, 3].iter().map(|&s| share((0, 7), s, 5, 2)).collect();
+        assert_eq!(parts, [(0, 4), (4, 3)]);
+        assert_eq!(share((0, 2), 3, 4, 1), (2, 0));
     }
 }
