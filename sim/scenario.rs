@@ -70,13 +70,18 @@ pub enum Bug {
     /// `loghouse::planted_bugs::open_with_configured_limit`: the log's open judges frames by
     /// the configured `record_bytes_max`. The config-drift scenario must catch it.
     OpenWithConfiguredLimit,
+    /// `loghouse::planted_bugs::unsynced_topic_delete`: DeleteTopic's catalog write is not
+    /// fsync'd, so a power loss may bring a deleted topic back. The standalone topic workload
+    /// must catch it (deleted-topic-reappeared).
+    UnsyncedTopicDelete,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 4] = [
         Bug::DropAck,
         Bug::NoMinReplicas,
         Bug::OpenWithConfiguredLimit,
+        Bug::UnsyncedTopicDelete,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +89,7 @@ impl Bug {
             Bug::DropAck => "drop-ack",
             Bug::NoMinReplicas => "no-min-replicas",
             Bug::OpenWithConfiguredLimit => "open-with-configured-limit",
+            Bug::UnsyncedTopicDelete => "unsynced-topic-delete",
         }
     }
 }
@@ -269,6 +275,9 @@ pub async fn run(options: Options) -> Outcome {
     loghouse::planted_bugs::set_no_min_replicas(options.bug == Some(Bug::NoMinReplicas));
     loghouse::planted_bugs::set_open_with_configured_limit(
         options.bug == Some(Bug::OpenWithConfiguredLimit),
+    );
+    loghouse::planted_bugs::set_unsynced_topic_delete(
+        options.bug == Some(Bug::UnsyncedTopicDelete),
     );
     println!("scenario: {}", kind.name());
     let mut params = Params::draw(&mut rng, nodes, options.cluster_bit_flips);
