@@ -146,6 +146,9 @@ pub struct Options {
     /// Draw bit flips in a cluster too (on by default; `--no-bit-flips` turns them off, for
     /// seeds recorded before replicas repaired damage, see sim/README.md).
     pub cluster_bit_flips: bool,
+    /// Run the named-topic workload on a standalone node (on by default; `--no-topics` runs
+    /// the default topic only, as before topics existed).
+    pub topics: bool,
 }
 
 /// What a run found.
@@ -352,7 +355,7 @@ pub async fn run(options: Options) -> Outcome {
     } else {
         run_timeline(&mut cluster, early).await;
     }
-    let topics_rng = (nodes == 1).then(|| Rng::new(base ^ TOPICS_STREAM));
+    let topics_rng = (nodes == 1 && options.topics).then(|| Rng::new(base ^ TOPICS_STREAM));
     let topics = safety_phase(&mut cluster, &params, schedule, &mut rng, topics_rng).await;
     liveness_phase(&mut cluster, &params, options.bug, &mut rng, topics).await;
 
