@@ -24,7 +24,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::history::{Decoded, History, ReadOutcome, Stored};
+use crate::history::{
+    AdminOutcome, Decoded, History, Incarnation, ReadOutcome, Stored, TopicEvent,
+    TopicProduceOutcome, TopicScan,
+};
 use crate::value::ValueId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +60,10 @@ pub const DIVERGED: &str = "replicas-diverge";
 pub const TERMS_BACKWARDS: &str = "terms-decrease";
 pub const ACKED_MINORITY: &str = "acked-record-not-on-a-majority";
 pub const REFUSED_STORED: &str = "refused-record-stored";
+pub const TOPIC_REAPPEARED: &str = "deleted-topic-reappeared";
+pub const TOPIC_LOST: &str = "created-topic-lost";
+pub const TOPIC_HALF: &str = "topic-half-exists";
+pub const KEY_PARTITION: &str = "key-changed-partition";
 
 /// Every invariant, in a fixed order.
 pub fn check(history: &History) -> Vec<Violation> {
@@ -75,6 +82,9 @@ pub fn check(history: &History) -> Vec<Violation> {
     out.extend(check_acked_on_majority(history));
     out.extend(check_liveness(history));
     out.extend(check_refused_not_stored(history));
+    out.extend(check_topic_lifecycle(history));
+    out.extend(check_topic_keys(history));
+    out.extend(check_topic_partitions(history));
     out
 }
 
@@ -561,4 +571,423 @@ pub fn check_liveness(history: &History) -> Vec<Violation> {
     (history.liveness_failures.iter())
         .map(|failure| violation(LIVENESS, failure.clone()))
         .collect()
+}
+
+// --- named topics (standalone): the history's `topics` events ---
+
+/// What the acknowledged admin calls say about one topic name, at some point of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NameState {
+    /// Never created, or its deletion was acknowledged: it must not exist.
+    Absent,
+    /// Its creation (incarnation) was acknowledged and no delete was tried since: it exists,
+    /// with one of `counts` partitions (more than one while an alter's outcome is unknown).
+    Present {
+        incarnation: Incarnation,
+        counts: BTreeSet<u32>,
+    },
+    /// A create whose outcome is unknown: it exists with `partitions` partitions, or not at all.
+    Creating {
+        incarnation: Incarnation,
+        partitions: u32,
+    },
+    /// A delete whose outcome is unknown.
+    Unknown,
+}
+
+fn counts_text(counts: &BTreeSet<u32>) -> String {
+    let each: Vec<String> = counts.iter().map(u32::to_string).collect();
+    each.join(" or ")
+}
+
+/// Replays the topic events, calling `each` with the state of the event's name before it.
+fn replay_topics(
+    history: &History,
+    mut each: impl FnMut(&BTreeMap<String, NameState>, usize, &TopicEvent),
+) -> BTreeMap<String, NameState> {
+    let mut states: BTreeMap<String, NameState> = BTreeMap::new();
+    for (index, event) in history.topics.iter().enumerate() {
+        each(&states, index, event);
+        match event {
+            TopicEvent::Create {
+                name,
+                incarnation,
+                partitions,
+                outcome,
+            } => match outcome {
+                AdminOutcome::Acked => {
+                    let counts = BTreeSet::from([*partitions]);
+                    let incarnation = *incarnation;
+                    states.insert(
+                        name.clone(),
+                        NameState::Present {
+                            incarnation,
+                            counts,
+                        },
+                    );
+                }
+                AdminOutcome::Maybe(_) => {
+                    let (incarnation, partitions) = (*incarnation, *partitions);
+                    let state = NameState::Creating {
+                        incarnation,
+                        partitions,
+                    };
+                    states.insert(name.clone(), state);
+                }
+                AdminOutcome::Refused(_) => {}
+            },
+            TopicEvent::Delete { name, outcome } => match outcome {
+                AdminOutcome::Acked => {
+                    states.insert(name.clone(), NameState::Absent);
+                }
+                AdminOutcome::Maybe(_) => {
+                    states.insert(name.clone(), NameState::Unknown);
+                }
+                AdminOutcome::Refused(_) => {}
+            },
+            TopicEvent::Alter {
+                name,
+                partitions,
+                outcome,
+            } => {
+                if let Some(NameState::Present { counts, .. }) = states.get_mut(name) {
+                    match outcome {
+                        AdminOutcome::Acked => *counts = BTreeSet::from([*partitions]),
+                        AdminOutcome::Maybe(_) => {
+                            counts.insert(*partitions);
+                        }
+                        AdminOutcome::Refused(_) => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    states
+}
+
+fn state_of<'a>(states: &'a BTreeMap<String, NameState>, name: &str) -> &'a NameState {
+    states.get(name).unwrap_or(&NameState::Absent)
+}
+
+/// A deleted topic never reappears (DescribeTopic, ListTopics and produce never find it once
+/// its deletion was acknowledged, until it is created again); an acknowledged one never
+/// disappears unless deleted; and neither ever half exists: DescribeTopic and ListTopics show
+/// the partition count the acknowledged calls set (one of them while an alter's outcome is
+/// unknown), with every partition, and a create whose outcome is unknown shows all its
+/// partitions or NOT_FOUND.
+pub fn check_topic_lifecycle(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let used: BTreeSet<&str> = (history.topics.iter())
+        .filter_map(|e| match e {
+            TopicEvent::Create { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    replay_topics(history, |states, index, event| {
+        match event {
+        TopicEvent::Describe { name, found } => {
+            let state = state_of(states, name);
+            match (found, state) {
+                (None, NameState::Present { incarnation, .. }) => out.push(violation(
+                    TOPIC_LOST,
+                    format!("topic {name} (incarnation {incarnation}) was created and not deleted, yet DescribeTopic (event {index}) said NOT_FOUND"),
+                )),
+                (Some(_), NameState::Absent) => out.push(violation(
+                    TOPIC_REAPPEARED,
+                    format!("topic {name} was deleted (or never created), yet DescribeTopic (event {index}) found it"),
+                )),
+                (Some((count, described)), _) if count != described => out.push(violation(
+                    TOPIC_HALF,
+                    format!("DescribeTopic (event {index}) says topic {name} has {count} partitions but described {described}"),
+                )),
+                (Some((count, _)), NameState::Present { counts, .. }) if !counts.contains(count) => out.push(violation(
+                    TOPIC_HALF,
+                    format!("DescribeTopic (event {index}) says topic {name} has {count} partitions, not {}", counts_text(counts)),
+                )),
+                (Some((count, _)), NameState::Creating { partitions, .. }) if count != partitions => out.push(violation(
+                    TOPIC_HALF,
+                    format!("topic {name}'s create (of {partitions} partitions) has an unknown outcome, and DescribeTopic (event {index}) shows {count}"),
+                )),
+                _ => {}
+            }
+        }
+        TopicEvent::List { topics } => {
+            for name in &used {
+                let listed = topics.get(*name);
+                match (listed, state_of(states, name)) {
+                    (None, NameState::Present { incarnation, .. }) => out.push(violation(
+                        TOPIC_LOST,
+                        format!("topic {name} (incarnation {incarnation}) was created and not deleted, yet ListTopics (event {index}) does not list it"),
+                    )),
+                    (Some(_), NameState::Absent) => out.push(violation(
+                        TOPIC_REAPPEARED,
+                        format!("topic {name} was deleted, yet ListTopics (event {index}) lists it"),
+                    )),
+                    (Some(count), NameState::Present { counts, .. }) if !counts.contains(count) => out.push(violation(
+                        TOPIC_HALF,
+                        format!("ListTopics (event {index}) says topic {name} has {count} partitions, not {}", counts_text(counts)),
+                    )),
+                    (Some(count), NameState::Creating { partitions, .. }) if count != partitions => out.push(violation(
+                        TOPIC_HALF,
+                        format!("topic {name}'s create (of {partitions} partitions) has an unknown outcome, and ListTopics (event {index}) shows {count}"),
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        TopicEvent::Produce {
+            name,
+            outcome: TopicProduceOutcome::Acked { partition, .. },
+            ..
+        } if *state_of(states, name) == NameState::Absent => out.push(violation(
+            TOPIC_REAPPEARED,
+            format!("topic {name} was deleted, yet a produce to it was acknowledged (partition {partition}, event {index})"),
+        )),
+        _ => {}
+    }
+    });
+    out
+}
+
+/// A keyed produce (no partition named) goes to `partition_for_key(key, count)` for the
+/// partition count in force (either count while an alter's outcome is unknown); a produce that
+/// names a partition goes there.
+pub fn check_topic_keys(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    replay_topics(history, |states, index, event| {
+        let TopicEvent::Produce {
+            name,
+            key,
+            partition: asked,
+            outcome: TopicProduceOutcome::Acked { partition, .. },
+            ..
+        } = event
+        else {
+            return;
+        };
+        if let Some(asked) = asked {
+            if asked != partition {
+                out.push(violation(
+                    KEY_PARTITION,
+                    format!("a produce to topic {name} partition {asked} was acknowledged in partition {partition} (event {index})"),
+                ));
+            }
+            return;
+        }
+        if key.is_empty() {
+            return;
+        }
+        if let NameState::Present { counts, .. } = state_of(states, name) {
+            let fits: BTreeSet<u32> = (counts.iter())
+                .map(|count| loghouse::topic::partition_for_key(key, *count))
+                .collect();
+            if !fits.contains(partition) {
+                out.push(violation(
+                    KEY_PARTITION,
+                    format!(
+                        "key {:?} of topic {name} ({} partitions) belongs in partition {fits:?}, yet a produce went to {partition} (event {index})",
+                        String::from_utf8_lossy(key),
+                        counts_text(counts)
+                    ),
+                ));
+            }
+        }
+    });
+    out
+}
+
+/// One partition of one incarnation of a topic.
+type PartitionKey = (Incarnation, u32);
+
+fn where_text(name: &str, (incarnation, partition): PartitionKey, offset: u64) -> String {
+    format!("topic {name} (incarnation {incarnation}) partition {partition} offset {offset}")
+}
+
+/// Per partition of every topic incarnation, what the default topic's checks hold for its log:
+/// no acknowledged record lost (the partitions of a topic that still exists at the end are read
+/// whole; a deleted incarnation's records are legitimately gone), an offset's value never
+/// changes, offsets dense from 0 (the workload's topics have no retention), a value at one
+/// offset at most and only in the incarnation it was produced to, nothing damaged, unknown or
+/// refused served, and no DATA_LOSS (no bit is flipped in a named topic's files).
+pub fn check_topic_partitions(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    // value -> (name, incarnation) it was produced to
+    let mut produced: BTreeMap<ValueId, (&str, Incarnation)> = BTreeMap::new();
+    let mut refused: BTreeSet<ValueId> = BTreeSet::new();
+    let mut acked: Vec<(ValueId, &str, PartitionKey, u64)> = Vec::new();
+    // (name, partition key, offset, outcome, source)
+    let mut observed: Vec<(&str, PartitionKey, u64, &ReadOutcome, &'static str)> = Vec::new();
+    let mut scans: BTreeMap<PartitionKey, &TopicScan> = BTreeMap::new();
+    for event in &history.topics {
+        match event {
+            TopicEvent::Produce {
+                name,
+                incarnation,
+                values,
+                outcome,
+                ..
+            } => {
+                for (i, id) in values.iter().enumerate() {
+                    produced.insert(*id, (name.as_str(), *incarnation));
+                    match outcome {
+                        TopicProduceOutcome::Acked { partition, first } => acked.push((
+                            *id,
+                            name.as_str(),
+                            (*incarnation, *partition),
+                            first + i as u64,
+                        )),
+                        TopicProduceOutcome::Refused(_) => {
+                            refused.insert(*id);
+                        }
+                        TopicProduceOutcome::Maybe(_) => {}
+                    }
+                }
+            }
+            TopicEvent::Read(read) => observed.push((
+                read.name.as_str(),
+                (read.incarnation, read.partition),
+                read.offset,
+                &read.outcome,
+                "a read",
+            )),
+            TopicEvent::Scan(scan) => {
+                let key = (scan.incarnation, scan.partition);
+                scans.insert(key, scan);
+                for (offset, outcome) in &scan.entries {
+                    observed.push((scan.name.as_str(), key, *offset, outcome, "the final scan"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut at: BTreeMap<(PartitionKey, u64), (ValueId, String)> = BTreeMap::new();
+    let mut offsets_of: BTreeMap<ValueId, BTreeSet<(PartitionKey, u64)>> = BTreeMap::new();
+    for (id, name, key, offset) in &acked {
+        at.insert((*key, *offset), (*id, "acknowledged".into()));
+        offsets_of.entry(*id).or_default().insert((*key, *offset));
+        let _ = name;
+    }
+    let mut bad_reported = BTreeSet::new();
+    for (name, key, offset, outcome, source) in &observed {
+        let place = where_text(name, *key, *offset);
+        let id = match outcome {
+            ReadOutcome::Value(Ok(id)) => *id,
+            ReadOutcome::Value(Err(reason)) => {
+                out.push(violation(
+                    BAD_VALUE,
+                    format!("{source} of {place} got a damaged value: {reason}"),
+                ));
+                continue;
+            }
+            ReadOutcome::DataLoss => {
+                out.push(violation(
+                    DATA_LOSS,
+                    format!("{source} of {place} got DATA_LOSS, and no bit is flipped in a topic's files"),
+                ));
+                continue;
+            }
+            ReadOutcome::Error(_) => continue,
+        };
+        match produced.get(&id) {
+            None => out.push(violation(
+                BAD_VALUE,
+                format!("{source} of {place} got {id}, which was never produced"),
+            )),
+            Some((to_name, to_incarnation))
+                if (*to_name, *to_incarnation) != (*name, key.0) && bad_reported.insert(id) =>
+            {
+                out.push(violation(
+                    BAD_VALUE,
+                    format!("{source} of {place} got {id}, which was produced to topic {to_name} (incarnation {to_incarnation})"),
+                ))
+            }
+            _ => {}
+        }
+        if refused.contains(&id) && bad_reported.insert(id) {
+            out.push(violation(
+                REFUSED_STORED,
+                format!("{id} was refused (INVALID_ARGUMENT), yet {source} of {place} got it"),
+            ));
+        }
+        offsets_of.entry(id).or_default().insert((*key, *offset));
+        match at.get(&(*key, *offset)) {
+            None => {
+                at.insert((*key, *offset), (id, source.to_string()));
+            }
+            Some((seen, seen_source)) if *seen != id => out.push(violation(
+                OFFSET_REUSED,
+                format!("{place} held {seen} ({seen_source}) and {id} ({source})"),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (id, places) in &offsets_of {
+        if places.len() > 1 {
+            out.push(violation(
+                DUPLICATED,
+                format!("{id} (a named topic's value) is at (incarnation, partition), offset {places:?}"),
+            ));
+        }
+    }
+    let end = replay_topics(history, |_, _, _| {});
+    for (id, name, key, offset) in &acked {
+        let place = where_text(name, *key, *offset);
+        match scans.get(key) {
+            Some(scan) => {
+                if !matches!(scan.entries.get(offset), Some(ReadOutcome::Value(_))) {
+                    let found = match scan.entries.get(offset) {
+                        Some(outcome) => format!("{outcome:?}"),
+                        None => format!("nothing: the partition ends at {}", scan.next_offset),
+                    };
+                    out.push(violation(
+                        ACKED_LOST,
+                        format!("{id} acknowledged at {place}; the final scan found {found}"),
+                    ));
+                }
+            }
+            None => {
+                let alive = matches!(end.get(*name), Some(NameState::Present { incarnation, .. }) if *incarnation == key.0);
+                if alive {
+                    out.push(violation(
+                        ACKED_LOST,
+                        format!("{id} acknowledged at {place}; the topic still exists but that partition was not read at the end"),
+                    ));
+                }
+            }
+        }
+    }
+    for ((incarnation, partition), scan) in &scans {
+        let name = &scan.name;
+        let missing: Vec<u64> = (0..scan.next_offset)
+            .filter(|o| {
+                !matches!(
+                    scan.entries.get(o),
+                    Some(ReadOutcome::Value(_)) | Some(ReadOutcome::DataLoss)
+                )
+            })
+            .collect();
+        if scan.lowest_offset != 0 || !missing.is_empty() {
+            out.push(violation(
+                GAP,
+                format!(
+                    "topic {name} (incarnation {incarnation}) partition {partition}: lowest offset {}, {} offsets in [0, {}) did not read back (first: {:?})",
+                    scan.lowest_offset,
+                    missing.len(),
+                    scan.next_offset,
+                    missing.first()
+                ),
+            ));
+        }
+        if let Some(beyond) = scan.entries.keys().find(|o| **o >= scan.next_offset) {
+            out.push(violation(
+                GAP,
+                format!(
+                    "topic {name} (incarnation {incarnation}) partition {partition}: the final scan read offset {beyond}, past its end {}",
+                    scan.next_offset
+                ),
+            ));
+        }
+    }
+    out
 }

@@ -628,3 +628,283 @@ fn retention_excuses_only_offsets_below_the_lowest_on_a_node_that_ran_with_it() 
         "{found:?}"
     );
 }
+
+// --- named topics ---
+
+fn tid(seq: u64) -> ValueId {
+    id(3000, seq)
+}
+
+fn create(name: &str, incarnation: u64, partitions: u32, outcome: AdminOutcome) -> TopicEvent {
+    TopicEvent::Create {
+        name: name.into(),
+        incarnation,
+        partitions,
+        outcome,
+    }
+}
+
+fn delete(name: &str, outcome: AdminOutcome) -> TopicEvent {
+    TopicEvent::Delete {
+        name: name.into(),
+        outcome,
+    }
+}
+
+fn describe(name: &str, found: Option<(u32, u32)>) -> TopicEvent {
+    TopicEvent::Describe {
+        name: name.into(),
+        found,
+    }
+}
+
+fn tproduce(
+    name: &str,
+    incarnation: u64,
+    key: &str,
+    values: &[ValueId],
+    outcome: TopicProduceOutcome,
+) -> TopicEvent {
+    TopicEvent::Produce {
+        name: name.into(),
+        incarnation,
+        key: key.as_bytes().to_vec(),
+        partition: None,
+        values: values.to_vec(),
+        outcome,
+    }
+}
+
+fn tacked(partition: u32, first: u64) -> TopicProduceOutcome {
+    TopicProduceOutcome::Acked { partition, first }
+}
+
+fn tscan(name: &str, incarnation: u64, partition: u32, values: &[ValueId]) -> TopicEvent {
+    TopicEvent::Scan(TopicScan {
+        name: name.into(),
+        incarnation,
+        partition,
+        lowest_offset: 0,
+        next_offset: values.len() as u64,
+        entries: (values.iter().enumerate())
+            .map(|(o, v)| (o as u64, value_at(*v)))
+            .collect(),
+    })
+}
+
+fn key_partition(key: &str, count: u32) -> u32 {
+    loghouse::topic::partition_for_key(key.as_bytes(), count)
+}
+
+/// Topic "t" created with 3 partitions (first attempt timed out, the retry answered), a keyed
+/// batch and an unkeyed value, then deleted and re-created (incarnation 2, 1 partition), one
+/// value at offset 0 again; "u" created, deleted; the end: "t" read whole.
+fn good_topics() -> History {
+    let k = key_partition("user-1", 3);
+    let other = (k + 1) % 3;
+    let mut h = good_history();
+    h.topics = vec![
+        create("t", 1, 3, AdminOutcome::Maybe("timeout".into())),
+        describe("t", Some((3, 3))),
+        create("t", 1, 3, AdminOutcome::Acked),
+        tproduce("t", 1, "user-1", &[tid(0), tid(1)], tacked(k, 0)),
+        tproduce("t", 1, "", &[tid(2)], tacked(other, 0)),
+        tproduce(
+            "t",
+            1,
+            "",
+            &[tid(3)],
+            TopicProduceOutcome::Maybe("timeout".into()),
+        ),
+        TopicEvent::Read(TopicRead {
+            name: "t".into(),
+            incarnation: 1,
+            partition: k,
+            offset: 1,
+            outcome: value_at(tid(1)),
+        }),
+        create("u", 2, 1, AdminOutcome::Acked),
+        TopicEvent::List {
+            topics: BTreeMap::from([("t".into(), 3), ("u".into(), 1)]),
+        },
+        delete("u", AdminOutcome::Acked),
+        delete("t", AdminOutcome::Maybe("Unavailable".into())),
+        delete("t", AdminOutcome::Acked),
+        describe("t", None),
+        create("t", 3, 1, AdminOutcome::Acked),
+        tproduce("t", 3, "user-1", &[tid(4)], tacked(0, 0)),
+        TopicEvent::List {
+            topics: BTreeMap::from([("t".into(), 1)]),
+        },
+        describe("u", None),
+        describe("t", Some((1, 1))),
+        tscan("t", 3, 0, &[tid(4)]),
+    ];
+    h
+}
+
+#[test]
+fn a_consistent_topic_history_passes() {
+    assert_eq!(check(&good_topics()), vec![]);
+}
+
+#[test]
+fn a_re_created_topic_starts_at_offset_0_and_its_old_records_are_gone() {
+    // Incarnation 1's records were never scanned (deleted): not lost; offset 0 of partition 0
+    // holds different values in the two incarnations: not a reuse.
+    let mut h = good_topics();
+    h.topics
+        .insert(3, tproduce("t", 1, "", &[tid(9)], tacked(0, 0)));
+    assert_eq!(check(&h), vec![]);
+}
+
+#[test]
+fn an_acknowledged_topic_record_missing_from_its_partition_is_lost() {
+    let mut h = good_topics();
+    let last = h.topics.len() - 1;
+    h.topics[last] = tscan("t", 3, 0, &[]);
+    assert_eq!(invariants(&check_topic_partitions(&h)), vec![ACKED_LOST]);
+}
+
+#[test]
+fn a_partition_not_read_at_the_end_of_a_live_topic_loses_its_records() {
+    let mut h = good_topics();
+    h.topics.pop();
+    assert_eq!(invariants(&check_topic_partitions(&h)), vec![ACKED_LOST]);
+}
+
+#[test]
+fn a_topic_offset_whose_value_changed_is_caught() {
+    let mut h = good_topics();
+    let last = h.topics.len() - 1;
+    h.topics[last] = tscan("t", 3, 0, &[id(0, 0)]);
+    let found = invariants(&check_topic_partitions(&h));
+    assert!(found.contains(&OFFSET_REUSED), "{found:?}");
+}
+
+#[test]
+fn a_gap_in_a_partition_is_caught() {
+    let mut h = good_topics();
+    let last = h.topics.len() - 1;
+    if let TopicEvent::Scan(scan) = &mut h.topics[last] {
+        scan.next_offset = 2;
+    }
+    assert_eq!(invariants(&check_topic_partitions(&h)), vec![GAP]);
+}
+
+#[test]
+fn a_deleted_incarnations_record_in_the_re_created_topic_is_caught() {
+    let mut h = good_topics();
+    let last = h.topics.len() - 1;
+    h.topics[last] = tscan("t", 3, 0, &[tid(4), tid(2)]);
+    let found = invariants(&check_topic_partitions(&h));
+    assert!(found.contains(&BAD_VALUE), "{found:?}");
+}
+
+#[test]
+fn a_topic_value_in_two_partitions_is_caught() {
+    let mut h = good_topics();
+    h.topics.push(tscan("t", 3, 1, &[tid(4)]));
+    let found = invariants(&check_topic_partitions(&h));
+    assert!(found.contains(&DUPLICATED), "{found:?}");
+}
+
+#[test]
+fn data_loss_in_a_topic_is_caught() {
+    let mut h = good_topics();
+    if let TopicEvent::Read(read) = &mut h.topics[6] {
+        read.outcome = ReadOutcome::DataLoss;
+    }
+    assert_eq!(invariants(&check_topic_partitions(&h)), vec![DATA_LOSS]);
+}
+
+#[test]
+fn a_key_in_the_wrong_partition_is_caught() {
+    let mut h = good_topics();
+    let k = key_partition("user-1", 3);
+    h.topics[3] = tproduce("t", 1, "user-1", &[tid(0), tid(1)], tacked((k + 1) % 3, 0));
+    assert_eq!(invariants(&check_topic_keys(&h)), vec![KEY_PARTITION]);
+}
+
+#[test]
+fn a_key_may_follow_either_count_while_an_alter_is_unknown() {
+    // Find a key that moves when 3 partitions become 5.
+    let key = (0..100)
+        .map(|i| format!("user-{i}"))
+        .find(|k| key_partition(k, 3) != key_partition(k, 5))
+        .expect("some key moves");
+    let alter = |outcome| TopicEvent::Alter {
+        name: "t".into(),
+        partitions: 5,
+        outcome,
+    };
+    let produce = |p| tproduce("t", 1, &key, &[tid(50)], tacked(p, 0));
+    let mut h = History {
+        topics: vec![
+            create("t", 1, 3, AdminOutcome::Acked),
+            alter(AdminOutcome::Maybe("timeout".into())),
+            produce(key_partition(&key, 3)),
+            produce(key_partition(&key, 5)),
+            alter(AdminOutcome::Acked),
+            produce(key_partition(&key, 5)),
+        ],
+        ..History::default()
+    };
+    assert_eq!(check_topic_keys(&h), vec![]);
+    // Once the alter was acknowledged, the old count's partition is wrong.
+    h.topics.push(produce(key_partition(&key, 3)));
+    assert_eq!(invariants(&check_topic_keys(&h)), vec![KEY_PARTITION]);
+}
+
+#[test]
+fn a_deleted_topic_that_reappears_is_caught() {
+    for reappears in [
+        describe("u", Some((1, 1))),
+        TopicEvent::List {
+            topics: BTreeMap::from([("t".into(), 1), ("u".into(), 1)]),
+        },
+        tproduce("u", 2, "", &[tid(60)], tacked(0, 0)),
+    ] {
+        let mut h = good_topics();
+        h.topics.push(reappears);
+        assert_eq!(
+            invariants(&check_topic_lifecycle(&h)),
+            vec![TOPIC_REAPPEARED]
+        );
+    }
+}
+
+#[test]
+fn a_created_topic_that_disappears_is_caught() {
+    for lost in [
+        describe("t", None),
+        TopicEvent::List {
+            topics: BTreeMap::new(),
+        },
+    ] {
+        let mut h = good_topics();
+        h.topics.push(lost);
+        assert_eq!(invariants(&check_topic_lifecycle(&h)), vec![TOPIC_LOST]);
+    }
+}
+
+#[test]
+fn a_half_created_topic_is_caught() {
+    // An acknowledged topic missing a partition.
+    let mut h = good_topics();
+    h.topics.push(describe("t", Some((1, 0))));
+    assert_eq!(invariants(&check_topic_lifecycle(&h)), vec![TOPIC_HALF]);
+    // A create with an unknown outcome shows fewer partitions than it asked for.
+    let mut h = History {
+        topics: vec![
+            create("v", 1, 4, AdminOutcome::Maybe("timeout".into())),
+            describe("v", Some((2, 2))),
+        ],
+        ..History::default()
+    };
+    assert_eq!(invariants(&check_topic_lifecycle(&h)), vec![TOPIC_HALF]);
+    // ... or not at all, or all of them: fine.
+    h.topics[1] = describe("v", None);
+    h.topics.push(describe("v", Some((4, 4))));
+    assert_eq!(check_topic_lifecycle(&h), vec![]);
+}

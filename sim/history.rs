@@ -151,6 +151,8 @@ pub struct History {
     /// Nodes that ran with a retention limit at some time (config drift): their logs may have
     /// dropped their oldest segments, so offsets below a scan's lowest offset are excused there.
     pub retention_nodes: std::collections::BTreeSet<usize>,
+    /// The named topics' workload (standalone only), in the order it happened.
+    pub topics: Vec<TopicEvent>,
 }
 
 impl History {
@@ -191,4 +193,99 @@ impl History {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// One incarnation of a named topic: the harness numbers each CreateTopic it decides on (its
+/// retries share the number). A re-created topic is a new incarnation and starts empty.
+pub type Incarnation = u64;
+
+/// How an admin call (create, delete, alter) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOutcome {
+    /// Answered OK (for a delete also NOT_FOUND: the topic is gone either way).
+    Acked,
+    /// An error or a timeout: it may or may not have happened.
+    Maybe(String),
+    /// A clean refusal (e.g. INVALID_ARGUMENT): nothing happened.
+    Refused(String),
+}
+
+/// The outcome of one produce call to a named topic (one value or a batch, one partition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicProduceOutcome {
+    /// The values are at `first..first + values.len()` of `partition`.
+    Acked {
+        partition: u32,
+        first: u64,
+    },
+    Maybe(String),
+    Refused(String),
+}
+
+/// What a read of a named topic's partition returned (the node is the standalone node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRead {
+    pub name: String,
+    pub incarnation: Incarnation,
+    pub partition: u32,
+    pub offset: u64,
+    pub outcome: ReadOutcome,
+}
+
+/// One partition of a named topic, read whole after the liveness phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicScan {
+    pub name: String,
+    pub incarnation: Incarnation,
+    pub partition: u32,
+    pub lowest_offset: u64,
+    /// One past the last offset, as DescribeTopic reported it.
+    pub next_offset: u64,
+    pub entries: BTreeMap<u64, ReadOutcome>,
+}
+
+/// The named-topic workload's events, in the order they happened (one task runs them all, one
+/// at a time, so the order is real time's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicEvent {
+    Create {
+        name: String,
+        incarnation: Incarnation,
+        partitions: u32,
+        outcome: AdminOutcome,
+    },
+    Delete {
+        name: String,
+        outcome: AdminOutcome,
+    },
+    /// Raise the partition count to `partitions`.
+    Alter {
+        name: String,
+        partitions: u32,
+        outcome: AdminOutcome,
+    },
+    /// DescribeTopic answered: None for NOT_FOUND, else the topic's partition count and how
+    /// many partitions it described.
+    Describe {
+        name: String,
+        found: Option<(u32, u32)>,
+    },
+    /// ListTopics answered: every named topic and its partition count.
+    List {
+        topics: BTreeMap<String, u32>,
+    },
+    Produce {
+        name: String,
+        /// The incarnation the workload believed in force (it resolves every unknown outcome
+        /// before it produces again).
+        incarnation: Incarnation,
+        /// The key sent (empty: none).
+        key: Vec<u8>,
+        /// The partition the call named, if any.
+        partition: Option<u32>,
+        values: Vec<ValueId>,
+        outcome: TopicProduceOutcome,
+    },
+    Read(TopicRead),
+    Scan(TopicScan),
 }

@@ -25,6 +25,8 @@ mod scenario;
 #[cfg(madsim)]
 mod security;
 #[cfg(madsim)]
+mod topics;
+#[cfg(madsim)]
 mod trace;
 #[cfg(madsim)]
 mod value;

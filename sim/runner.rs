@@ -17,7 +17,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: simulation --seed S [--nodes N] [--scenario standard|formation|drift] \
-     [--bug drop-ack|no-min-replicas|open-with-configured-limit] [--no-bit-flips] [--no-drift-cluster-record-limit] [--trace]";
+     [--bug drop-ack|no-min-replicas|open-with-configured-limit|unsynced-topic-delete] [--no-bit-flips] [--no-drift-cluster-record-limit] [--no-topics] [--trace]";
 
 fn parse_args() -> Result<Args, String> {
     let mut seed = None;
@@ -28,6 +28,7 @@ fn parse_args() -> Result<Args, String> {
         drift_cluster_record_limit: true,
         print_trace: false,
         cluster_bit_flips: true,
+        topics: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -74,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             // Bit flips in a cluster are on by default; `--bit-flips` stays for old replay lines.
             "--bit-flips" => options.cluster_bit_flips = true,
             "--no-bit-flips" => options.cluster_bit_flips = false,
+            "--no-topics" => options.topics = false,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -97,8 +99,12 @@ fn replay_command(seed: u64, options: &Options) -> String {
         true => "",
         false => " --no-drift-cluster-record-limit",
     };
+    let topics = match options.topics {
+        true => "",
+        false => " --no-topics",
+    };
     format!(
-        "cargo sim-seed --seed {seed} --nodes {}{scenario}{bug}{flips}{record}",
+        "cargo sim-seed --seed {seed} --nodes {}{scenario}{bug}{flips}{record}{topics}",
         options.nodes
     )
 }

@@ -21,6 +21,7 @@ use crate::cluster::{self, Cluster, Shared};
 use crate::faults::{self, Direction, Fault, Intensity, Planned};
 use crate::history::{FinalScan, Flip, Phase, ReadOutcome, ReplicaScan, Stored};
 use crate::rng::Rng;
+use crate::topics::TopicWorker;
 use crate::value;
 use crate::workload::{self, Ctx, Producer};
 
@@ -49,6 +50,9 @@ const FORMATION_PRODUCER_BASE: u32 = 500;
 /// The scenario (and what only the new scenarios draw) comes from a stream of its own, so a
 /// seed that runs the standard scenario draws exactly what it drew before scenarios existed.
 const SCENARIO_STREAM: u64 = 0x5ce7_a210_d21f_7c0d;
+/// The named-topic workload (standalone) draws from a stream of its own too, so the rest of a
+/// seed draws what it drew before it existed.
+const TOPICS_STREAM: u64 = 0x7091_c5ee_d5a1_17e3;
 const SCAN_BATCH_RECORDS: u32 = 256;
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_DELAY: Duration = Duration::from_millis(100);
@@ -66,13 +70,18 @@ pub enum Bug {
     /// `loghouse::planted_bugs::open_with_configured_limit`: the log's open judges frames by
     /// the configured `record_bytes_max`. The config-drift scenario must catch it.
     OpenWithConfiguredLimit,
+    /// `loghouse::planted_bugs::unsynced_topic_delete`: DeleteTopic's catalog write is not
+    /// fsync'd, so a power loss may bring a deleted topic back. The standalone topic workload
+    /// must catch it (deleted-topic-reappeared).
+    UnsyncedTopicDelete,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 4] = [
         Bug::DropAck,
         Bug::NoMinReplicas,
         Bug::OpenWithConfiguredLimit,
+        Bug::UnsyncedTopicDelete,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +89,7 @@ impl Bug {
             Bug::DropAck => "drop-ack",
             Bug::NoMinReplicas => "no-min-replicas",
             Bug::OpenWithConfiguredLimit => "open-with-configured-limit",
+            Bug::UnsyncedTopicDelete => "unsynced-topic-delete",
         }
     }
 }
@@ -136,6 +146,9 @@ pub struct Options {
     /// Draw bit flips in a cluster too (on by default; `--no-bit-flips` turns them off, for
     /// seeds recorded before replicas repaired damage, see sim/README.md).
     pub cluster_bit_flips: bool,
+    /// Run the named-topic workload on a standalone node (on by default; `--no-topics` runs
+    /// the default topic only, as before topics existed).
+    pub topics: bool,
 }
 
 /// What a run found.
@@ -266,6 +279,9 @@ pub async fn run(options: Options) -> Outcome {
     loghouse::planted_bugs::set_open_with_configured_limit(
         options.bug == Some(Bug::OpenWithConfiguredLimit),
     );
+    loghouse::planted_bugs::set_unsynced_topic_delete(
+        options.bug == Some(Bug::UnsyncedTopicDelete),
+    );
     println!("scenario: {}", kind.name());
     let mut params = Params::draw(&mut rng, nodes, options.cluster_bit_flips);
     if kind == Kind::Formation {
@@ -339,8 +355,9 @@ pub async fn run(options: Options) -> Outcome {
     } else {
         run_timeline(&mut cluster, early).await;
     }
-    safety_phase(&mut cluster, &params, schedule, &mut rng).await;
-    liveness_phase(&mut cluster, &params, options.bug, &mut rng).await;
+    let topics_rng = (nodes == 1 && options.topics).then(|| Rng::new(base ^ TOPICS_STREAM));
+    let topics = safety_phase(&mut cluster, &params, schedule, &mut rng, topics_rng).await;
+    liveness_phase(&mut cluster, &params, options.bug, &mut rng, topics).await;
 
     let history = shared.history.lock().clone();
     let mut violations = checker::check(&history);
@@ -362,7 +379,7 @@ pub async fn run(options: Options) -> Outcome {
     }
     let duplicated = copies.values().filter(|n| **n > 1).count();
     let summary = format!(
-        "produced={} acked={} reads={} streams={} flips={} log_end={} duplicated={duplicated} led_terms={} replicas={}",
+        "produced={} acked={} reads={} streams={} flips={} log_end={} duplicated={duplicated} led_terms={} replicas={} topic_events={}",
         history.produces.len(),
         acked,
         history.reads.len(),
@@ -371,6 +388,7 @@ pub async fn run(options: Options) -> Outcome {
         history.final_scan.as_ref().map_or(0, |s| s.next_offset),
         leaders.len(),
         history.replicas.len(),
+        history.topics.len(),
     );
     Outcome {
         violations,
@@ -496,10 +514,15 @@ async fn safety_phase(
     params: &Params,
     schedule: Vec<Planned>,
     rng: &mut Rng,
-) {
+    topics_rng: Option<Rng>,
+) -> Option<TopicWorker> {
     cluster.shared.event("safety phase starts");
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let topics = topics_rng.map(|topics_rng| {
+        let worker = TopicWorker::new(ctx(cluster, stop_rx.clone()), topics_rng);
+        cluster.client.spawn(worker.run())
+    });
     for p in 0..params.producers {
         let producer = Producer::new(ctx(cluster, stop_rx.clone()), p, rng.fork());
         tasks.push(cluster.client.spawn(producer.run()));
@@ -531,6 +554,10 @@ async fn safety_phase(
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
+    }
+    match topics {
+        Some(task) => task.await.ok(),
+        None => None,
     }
 }
 
@@ -903,7 +930,13 @@ fn flip_bit(cluster: &Cluster, node: usize, pick: u64, position: u64, bit: u8, i
     }
 }
 
-async fn liveness_phase(cluster: &mut Cluster, params: &Params, bug: Option<Bug>, rng: &mut Rng) {
+async fn liveness_phase(
+    cluster: &mut Cluster,
+    params: &Params,
+    bug: Option<Bug>,
+    rng: &mut Rng,
+    topics: Option<TopicWorker>,
+) {
     cluster
         .shared
         .event("liveness phase starts: restarting every node");
@@ -944,6 +977,15 @@ async fn liveness_phase(cluster: &mut Cluster, params: &Params, bug: Option<Bug>
     match check.await {
         Ok(found) => failures.extend(found),
         Err(error) => failures.push(format!("the liveness check task failed: {error}")),
+    }
+    if let Some(worker) = topics {
+        let finish = cluster
+            .client
+            .spawn(worker.finish(Instant::now() + LIVENESS_BOUND));
+        match finish.await {
+            Ok(found) => failures.extend(found),
+            Err(error) => failures.push(format!("the topics' final check task failed: {error}")),
+        }
     }
     if cluster.nodes.len() > 1 {
         let converge = cluster.client.spawn(converge(

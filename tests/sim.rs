@@ -349,27 +349,43 @@ const BUG_SEEDS: &[(&str, usize, u64, &[&str], &str)] = &[
         "VIOLATION acked-record-lost",
     ),
     // record_bytes_max lowered across a restart: open cut acknowledged records off the tail
-    // (new records then took their offsets), or refused to open.
-    (
-        "open-with-configured-limit",
-        1,
-        44,
-        DRIFT,
-        "VIOLATION offset-maps-to-two-values",
-    ),
-    (
-        "open-with-configured-limit",
-        1,
-        53,
-        DRIFT,
-        "VIOLATION offset-maps-to-two-values",
-    ),
+    // (new records then took their offsets), or refused to open. (Found again after the
+    // standalone run got its named-topic workload, which moved every N=1 timeline.)
     (
         "open-with-configured-limit",
         1,
         16,
         DRIFT,
+        "VIOLATION offset-maps-to-two-values",
+    ),
+    (
+        "open-with-configured-limit",
+        1,
+        26,
+        DRIFT,
+        "VIOLATION offset-maps-to-two-values",
+    ),
+    (
+        "open-with-configured-limit",
+        1,
+        1,
+        DRIFT,
         "VIOLATION acked-record-lost",
+    ),
+    // DeleteTopic's catalog write not fsync'd: a power loss brought a deleted topic back.
+    (
+        "unsynced-topic-delete",
+        1,
+        1,
+        &[],
+        "VIOLATION deleted-topic-reappeared",
+    ),
+    (
+        "unsynced-topic-delete",
+        1,
+        6,
+        &[],
+        "VIOLATION deleted-topic-reappeared",
     ),
 ];
 const FORMATION: &[&str] = &["--scenario", "formation"];

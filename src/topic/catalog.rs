@@ -203,6 +203,14 @@ impl Catalog {
             .position(|t| &t.name == name)
             .expect("removing a topic in the catalog");
         let removed = state.topics.remove(at);
+        #[cfg(madsim)]
+        if crate::planted_bugs::unsynced_topic_delete() {
+            let path = self.file.path().to_path_buf();
+            (self.file.write(&state, false))
+                .map_err(io_error(format!("write {}", path.display())))?;
+            self.state = state;
+            return Ok(removed);
+        }
         self.commit(state)?;
         Ok(removed)
     }
