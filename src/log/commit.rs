@@ -639,9 +639,9 @@ fn shared_error(e: &LogError) -> LogError {
 }
 
 /// Runs `work` on every item, on up to `workers` (at most `ROUND_PARALLEL_MAX`) blocking-pool
-/// threads at once, and returns when all are done. An item whose work panicked is left as the work left it (the
-/// caller sees its result unset); the other items are still worked on. Under madsim (no
-/// threads) the items are worked on inline, one after another.
+/// threads at once, and returns when all are done. An item whose work panicked is left as the
+/// work left it (the caller sees its result unset); the other items are still worked on.
+/// Under madsim (no threads) the items are worked on inline, one after another.
 async fn for_each_parallel<T: Send + Sync + 'static>(
     items: Arc<Vec<T>>,
     workers: usize,
@@ -652,6 +652,7 @@ async fn for_each_parallel<T: Send + Sync + 'static>(
     };
     #[cfg(madsim)]
     {
+        let _ = workers;
         items.iter().for_each(work_on);
     }
     #[cfg(not(madsim))]
