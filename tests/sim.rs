@@ -356,7 +356,7 @@ const BUG_SEEDS: &[(&str, usize, u64, &[&str], &str)] = &[
         1,
         16,
         DRIFT,
-        "VIOLATION offset-maps-to-two-values",
+        "VIOLATION acked-record-lost",
     ),
     (
         "open-with-configured-limit",

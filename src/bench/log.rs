@@ -130,9 +130,10 @@ pub fn run(options: LogBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every row and returns them.
-pub fn measure(options: &LogBenchOptions) -> anyhow::Result<Vec<Row>> {
-    let plan = Plan::new(options.quick);
+/// A temporary directory in `options.dir` (the disk measured) and a 2-worker runtime.
+fn scratch(
+    options: &LogBenchOptions,
+) -> anyhow::Result<(tempfile::TempDir, tokio::runtime::Runtime)> {
     let root = tempfile::Builder::new()
         .prefix(".loghouse-bench-log-")
         .tempdir_in(&options.dir)
@@ -146,6 +147,13 @@ pub fn measure(options: &LogBenchOptions) -> anyhow::Result<Vec<Row>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    Ok((root, runtime))
+}
+
+/// Runs every row and returns them.
+pub fn measure(options: &LogBenchOptions) -> anyhow::Result<Vec<Row>> {
+    let plan = Plan::new(options.quick);
+    let (root, runtime) = scratch(options)?;
     let mut rows = vec![dd_row(root.path(), plan)?];
     for (policy, name) in [(SyncPolicy::Always, "always"), (SyncPolicy::Never, "never")] {
         for record_bytes in [100usize, 1024, 64 << 10] {
@@ -297,19 +305,7 @@ fn shared_run(options: &LogBenchOptions, logs: usize) -> anyhow::Result<()> {
 /// The rows of `--logs N`: `runs` runs of 1 log and of N logs, alternating.
 pub fn shared_measure(options: &LogBenchOptions, logs: usize) -> anyhow::Result<Vec<Row>> {
     let plan = Plan::new(options.quick);
-    let root = tempfile::Builder::new()
-        .prefix(".loghouse-bench-log-")
-        .tempdir_in(&options.dir)
-        .with_context(|| {
-            format!(
-                "creating a temporary directory in {}",
-                options.dir.display()
-            )
-        })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (root, runtime) = scratch(options)?;
     let mut rows = Vec::new();
     for run in 0..options.runs.max(1) {
         for count in [1, logs.max(1)] {
@@ -445,19 +441,7 @@ impl ProcessCost {
 /// `--idle-logs N`: the cost of N open, idle partitions in one process.
 fn idle_logs_run(options: &LogBenchOptions, count: usize) -> anyhow::Result<()> {
     let limit = crate::log::raise_open_file_limit()?;
-    let root = tempfile::Builder::new()
-        .prefix(".loghouse-bench-log-")
-        .tempdir_in(&options.dir)
-        .with_context(|| {
-            format!(
-                "creating a temporary directory in {}",
-                options.dir.display()
-            )
-        })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (root, runtime) = scratch(options)?;
     println!(
         "loghouse bench log --idle-logs {count} (dir {}; open-file limit {limit}; default log \
          config, sync=always)",
