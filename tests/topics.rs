@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -145,6 +146,24 @@ async fn topics_and_their_records_survive_a_restart_and_a_deleted_one_stays_gone
     }
     assert_eq!(client.consume(0).await.unwrap().value, value("plain"));
     assert!(!dir.path().join("topics/doomed").exists());
+    // A stream following a topic that is deleted ends with NOT_FOUND, not as if complete.
+    client
+        .create_topic("brief", 1, TopicSettings::default())
+        .await
+        .unwrap();
+    let at = TopicPartition::new("brief", 0);
+    let start = loghouse::client::Start::Offset(0);
+    let mut following = Box::pin(client.follow_at(&at, start, 0).await.unwrap());
+    client.delete_topic("brief").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), following.next())
+        .await
+        .expect("the stream ends");
+    match ended {
+        Some(Err(ClientError::Status(status))) => {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}")
+        }
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
     // A topic of a deleted one's name starts empty.
     client
         .create_topic("doomed", 1, TopicSettings::default())

@@ -43,6 +43,10 @@ pub trait Partition: Send + Sync + std::fmt::Debug + 'static {
     /// Its produce and consume counters (labelled by topic and partition).
     fn metrics(&self) -> &PartitionMetrics;
 
+    /// Becomes true once the partition is shut down (its topic deleted, or the node stopping):
+    /// following streams end then.
+    fn closed(&self) -> watch::Receiver<bool>;
+
     /// Finishes what is queued, syncs and closes the log.
     async fn shutdown(&self) -> Result<(), NodeError>;
 }
@@ -53,6 +57,7 @@ pub struct LocalPartition {
     writer: CommitterHandle,
     committed: watch::Receiver<u64>,
     metrics: PartitionMetrics,
+    closed: watch::Sender<bool>,
 }
 
 impl LocalPartition {
@@ -62,6 +67,7 @@ impl LocalPartition {
             writer,
             committed,
             metrics,
+            closed: watch::Sender::new(false),
         }
     }
 }
@@ -95,8 +101,14 @@ impl Partition for LocalPartition {
         &self.metrics
     }
 
+    fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
     async fn shutdown(&self) -> Result<(), NodeError> {
-        Ok(self.writer.shutdown().await?)
+        let closed = self.writer.shutdown().await;
+        self.closed.send_replace(true);
+        Ok(closed?)
     }
 }
 
@@ -106,6 +118,7 @@ pub struct ReplicatedPartition {
     log: Arc<Log>,
     committed: watch::Receiver<u64>,
     metrics: PartitionMetrics,
+    closed: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for ReplicatedPartition {
@@ -125,6 +138,7 @@ impl ReplicatedPartition {
             log,
             committed,
             metrics,
+            closed: watch::Sender::new(false),
         }
     }
 
@@ -169,7 +183,13 @@ impl Partition for ReplicatedPartition {
         &self.metrics
     }
 
+    fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
     async fn shutdown(&self) -> Result<(), NodeError> {
-        Ok(self.raft.shutdown().await?)
+        let stopped = self.raft.shutdown().await;
+        self.closed.send_replace(true);
+        Ok(stopped?)
     }
 }

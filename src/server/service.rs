@@ -285,6 +285,7 @@ impl LogService {
         F: Fn(Vec<Record>, u64) -> Vec<M>,
     {
         let mut committed = partition.watch_committed();
+        let mut closed = partition.closed();
         let stopping = self.node.stopping();
         tokio::pin!(stopping);
         loop {
@@ -347,7 +348,31 @@ impl LogService {
                 _ = tx.closed() => return,
                 _ = &mut stopping => {}
                 changed = committed.changed() => if changed.is_err() { return },
+                _ = until_set(&mut closed) => {
+                    // The node is stopping, or the partition's topic was deleted: say which,
+                    // rather than follow a partition that will never grow again.
+                    let status = match self.node.is_stopping() {
+                        true => shutting_down(),
+                        false => Status::not_found(
+                            "this partition is gone: its topic was deleted",
+                        ),
+                    };
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
             }
+        }
+    }
+}
+
+/// Resolves once `flag` is true (never, if its sender is gone first).
+async fn until_set(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *flag.borrow_and_update() {
+            return;
+        }
+        if flag.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }
