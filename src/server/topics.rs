@@ -153,13 +153,16 @@ struct Opener {
 }
 
 impl Opener {
-    fn open(
+    /// Opens (and recovers) one partition's log. It serves nothing until `serve` attaches it:
+    /// a creation that fails after this just drops the logs it opened (the catalog never named
+    /// them; the next start removes their files), so a retry never meets a second open copy.
+    fn open_log(
         &self,
         catalog: &Catalog,
         entry: &TopicEntry,
         partition: u32,
         settings: &EffectiveSettings,
-    ) -> Result<Arc<dyn Partition>, LogError> {
+    ) -> Result<Log, LogError> {
         let config = LogConfig {
             dir: catalog.partition_dir(entry, partition),
             segment_bytes_max: settings.segment_bytes_max,
@@ -168,10 +171,22 @@ impl Opener {
             retention_ms_max: settings.retention_ms_max,
             ..self.base.clone()
         };
-        let log = Log::open(self.disk.clone(), self.clock.clone(), config)?;
+        Log::open(self.disk.clone(), self.clock.clone(), config)
+    }
+
+    /// Attaches an opened log to the node's writer: from here on it is a partition.
+    fn serve(&self, name: &TopicName, partition: u32, log: Log) -> Arc<dyn Partition> {
         let writer = self.committer.attach(Arc::new(log));
-        let metrics = self.metrics.partition(entry.name.as_str(), partition);
-        Ok(Arc::new(LocalPartition::new(writer, metrics)))
+        let metrics = self.metrics.partition(name.as_str(), partition);
+        Arc::new(LocalPartition::new(writer, metrics))
+    }
+
+    /// `serve` for the logs of partitions `first..` of `name`, in order.
+    fn serve_all(&self, name: &TopicName, first: u32, logs: Vec<Log>) -> Vec<Arc<dyn Partition>> {
+        (first..)
+            .zip(logs)
+            .map(|(p, log)| self.serve(name, p, log))
+            .collect()
     }
 }
 
@@ -213,7 +228,7 @@ impl Topics {
             .collect();
         let mut opened = open_all(&wanted, |&(entry, p)| {
             let settings = entry.settings.effective(&defaults);
-            opener.open(&catalog, entry, p, &settings).map_err(|e| {
+            opener.open_log(&catalog, entry, p, &settings).map_err(|e| {
                 let dir = catalog.partition_dir(entry, p);
                 NodeError::partition(config, entry.name.as_str(), p, dir, e)
             })
@@ -221,7 +236,8 @@ impl Topics {
         .into_iter();
         let mut live = BTreeMap::new();
         for entry in catalog.topics() {
-            let partitions = opened.by_ref().take(entry.partitions as usize).collect();
+            let logs = opened.by_ref().take(entry.partitions as usize).collect();
+            let partitions = opener.serve_all(&entry.name, 0, logs);
             live.insert(entry.name.clone(), Arc::new(Topic::new(entry, partitions)));
         }
         Ok(Topics {
@@ -335,9 +351,12 @@ impl Topics {
         let opened = blocking(move || {
             let mut catalog = catalog.lock();
             let numbers: Vec<u32> = (0..made.partitions).collect();
-            let opened = open_all(&numbers, |&p| opener.open(&catalog, &made, p, &effective))?;
+            let logs = open_all(&numbers, |&p| {
+                opener.open_log(&catalog, &made, p, &effective)
+            })?;
+            let name = made.name.clone();
             catalog.insert(made)?;
-            Ok(opened)
+            Ok(opener.serve_all(&name, 0, logs))
         })
         .await?;
         let topic = Arc::new(Topic::new(&entry, opened));
@@ -379,14 +398,18 @@ impl Topics {
         let opened = blocking(move || {
             let mut catalog = catalog.lock();
             let numbers: Vec<u32> = added.collect();
-            let opened = open_all(&numbers, |&p| opener.open(&catalog, &made, p, &effective))?;
+            let added = open_all(&numbers, |&p| {
+                opener.open_log(&catalog, &made, p, &effective)
+            })?;
+            let (name, first) = (made.name.clone(), made.partitions - added.len() as u32);
+            catalog.update(made)?;
+            // Checked by `check_settings` already; the catalog is the truth if this failed.
             for partition in &logs {
                 partition
                     .log()
                     .set_sizes(effective.segment_bytes_max, effective.record_bytes_max)?;
             }
-            catalog.update(made)?;
-            Ok(opened)
+            Ok(opener.serve_all(&name, first, added))
         })
         .await?;
         *topic.settings.write() = entry.settings.clone();
